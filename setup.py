@@ -1,0 +1,35 @@
+"""Packaging for encodec-hf (import name ``encodec_hf``)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+
+setup(
+    name="encodec-hf",
+    version="0.1.0",
+    description="Meta's EnCodec neural audio codec for the Hugging Face ecosystem",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    python_requires=">=3.10",
+    # Lower bounds only: transformers 5 is where PreTrainedConfig became a dataclass and the
+    # weight_g/weight_v -> parametrizations renaming moved into the loader, both of which we rely on.
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.0",
+        "huggingface_hub>=1.0",
+        "safetensors>=0.4",
+        "datasets>=3.0",
+        "numpy>=1.24",
+        "soundfile>=0.12",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "einops>=0.6"],
+    },
+    entry_points={"console_scripts": ["encodec-hf=encodec_hf.cli:main"]},
+)
