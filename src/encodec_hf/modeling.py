@@ -167,7 +167,7 @@ class EncodecModel(EncodecPreTrainedModel):
                 pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
             )
         except RuntimeError as err:
-            if "size mismatch" in str(err) or "shape" in str(err):
+            if "mismatch" in str(err).lower():
                 raise CheckpointMismatchError(
                     f"The weights in {pretrained_model_name_or_path!r} do not fit its config.json: {err}"
                 ) from err
@@ -435,7 +435,9 @@ class EncodecModel(EncodecPreTrainedModel):
         if not frames:
             raise ValueError("frames cannot be an empty list.")
         first = frames[0]
-        total = stride * (len(frames) - 1) + frames[-1].shape[-1]
+        # The furthest end, not the last chunk's: a short last chunk can end before the previous one's decoded
+        # overhang (e.g. 47_760 samples at 48 kHz), which makes the reference implementations crash.
+        total = max(k * stride + frame.shape[-1] for k, frame in enumerate(frames))
         t = torch.linspace(0, 1, first.shape[-1] + 2, device=first.device, dtype=first.dtype)[1:-1]
         weight = 0.5 - (t - 0.5).abs()
         out = torch.zeros(*first.shape[:-1], total, device=first.device, dtype=first.dtype)
