@@ -13,6 +13,7 @@ import numpy as np
 from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.utils import PaddingStrategy, TensorType
 
+from .configuration import chunk_length_for, chunk_stride_for
 from .errors import EncodecInputError, SamplingRateError
 
 logger = logging.getLogger(__name__)
@@ -51,13 +52,11 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
 
     @property
     def chunk_length(self) -> int | None:
-        return None if self.chunk_length_s is None else int(self.chunk_length_s * self.sampling_rate)
+        return chunk_length_for(self.chunk_length_s, self.sampling_rate)
 
     @property
     def chunk_stride(self) -> int | None:
-        if self.chunk_length_s is None or self.overlap is None:
-            return None
-        return max(1, int((1.0 - self.overlap) * self.chunk_length))
+        return chunk_stride_for(self.chunk_length_s, self.overlap, self.sampling_rate)
 
     def _to_example(self, audio, index: int) -> np.ndarray:
         """One example as float32 `[T, C]` (the base class pads along axis 0)."""
