@@ -15,6 +15,7 @@ setup(
     license="MIT",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    package_data={"encodec_hf": ["assets/*.wav", "assets/*.md"]},
     python_requires=">=3.10",
     # Lower bounds only: transformers 5 is where PreTrainedConfig became a dataclass and the
     # weight_g/weight_v -> parametrizations renaming moved into the loader, both of which we rely on.
