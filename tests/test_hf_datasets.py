@@ -82,7 +82,7 @@ def test_batched_map_equals_per_item(tmp_path, kind, specs):
     assert batched.to_dict() == single.to_dict()
     assert batched.features["audio_codes"].feature.feature.feature.dtype == "int16"
     assert ("audio_scales" in batched.column_names) == (kind == "stereo")
-    for row, (n, rate, _) in zip(batched, specs):
+    for row, (n, rate, _) in zip(batched, specs, strict=True):
         codes = np.asarray(row["audio_codes"])
         assert row["num_samples"] == round(n * 8000 / rate)
         assert codes.shape[1] == 4 and codes.min() >= 0 and codes.max() < 16
@@ -118,7 +118,7 @@ def test_decode_codes_example_restores_length_and_channels(tmp_path):
     model = tiny_model("stereo")
     ds = _dataset(write_clips(tmp_path, STEREO_SPECS[:2]))
     codes = encode_audio_dataset(ds, model, bandwidth=8.0)
-    for row, (n, rate, channels) in zip(codes, STEREO_SPECS[:2]):
+    for row, (n, rate, channels) in zip(codes, STEREO_SPECS[:2], strict=True):
         out = decode_codes_example(row, model)
         assert out["audio_values"].shape == (channels, round(n * 8000 / rate))
         assert out["sampling_rate"] == 8000
