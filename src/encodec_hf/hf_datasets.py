@@ -460,7 +460,10 @@ def run_encode_dataset(
             for batch in shard.iter(batch_size=batch_size):
                 out = fn(batch)
                 columns = {k: batch[k] for k in ("row_index", *kept)}
-                columns.update(out)
+                # pyarrow converts nested lists, not lists of multi-dimensional arrays.
+                columns.update(
+                    {k: [v.tolist() if isinstance(v, np.ndarray) else v for v in vs] for k, vs in out.items()}
+                )
                 encoded = features.encode_batch(columns)
                 writer.write_table(pa.Table.from_pydict(encoded, schema=schema))
                 bar.update(len(batch["row_index"]))
