@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from encodec_hf import EncodecConfig
+from encodec_hf import EncodecConfig, EncodecModel
 
 # Tiny, fast configs that keep the three structural families of the real checkpoints:
 # causal unchunked (24 kHz), chunked + normalised stereo non-causal (48 kHz), non-causal unchunked (32 kHz).
@@ -36,20 +36,11 @@ TINY = {
 }
 
 
-def model_classes():
-    try:
-        from encodec_hf import EncodecFeatureExtractor, EncodecModel
-    except ImportError:  # TEMPORARY until the core model lands on main
-        from transformers import EncodecFeatureExtractor, EncodecModel
-    return EncodecModel, EncodecFeatureExtractor
-
-
 def tiny_model(kind: str = "mono", seed: int = 0):
     """Random tiny model whose codebooks are spread over the encoder's output range (diverse codes)."""
-    model_cls, _ = model_classes()
     torch.manual_seed(seed)
     config = EncodecConfig(**TINY[kind])
-    model = model_cls(config).eval()
+    model = EncodecModel(config).eval()
     with torch.no_grad():
         # Seed each codebook with residual vectors of real encoder outputs (k-means-like init), so that
         # clips of different content get different codes in every codebook.

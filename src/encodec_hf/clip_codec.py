@@ -68,11 +68,8 @@ class ClipCodes:
 def _model_classes():
     # Imported lazily: the modeling module pulls in the whole network definition, and the
     # request-parsing half of the endpoint (and its tests) must stay importable without it.
-    try:
-        from .feature_extraction import EncodecFeatureExtractor
-        from .modeling import EncodecModel
-    except ImportError:  # TEMPORARY until the core model lands on main: same contract.
-        from transformers import EncodecFeatureExtractor, EncodecModel
+    from .feature_extraction import EncodecFeatureExtractor
+    from .modeling import EncodecModel
 
     return EncodecModel, EncodecFeatureExtractor
 
