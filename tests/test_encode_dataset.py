@@ -32,7 +32,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 def workdir(tmp_path_factory):
     """A stereo model and a save_to_disk dataset (audio bytes embedded, plus id/text columns)."""
     root = tmp_path_factory.mktemp("encode_dataset")
-    model_dir = save_tiny_model(root / "model", "stereo")
+    save_tiny_model(root / "model", "stereo")
     paths = write_clips(root / "clips", SPECS, fmt="flac")
     rows = {
         "audio": [{"bytes": Path(p).read_bytes(), "path": Path(p).name} for p in paths],
