@@ -155,3 +155,11 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     sf.write(empty, np.zeros((0, 1), dtype=np.float32), 8000, format="WAV")
     with pytest.raises(EncodecInputError, match="empty"):
         fn({"audio": [{"bytes": empty.getvalue(), "path": None}]})
+
+
+def test_model_object_with_num_proc_names_the_fix(tmp_path):
+    import pickle
+
+    fn = EncodecMapFunction(tiny_model("mono"))
+    with pytest.raises(TypeError, match="pass the model's name or path"):
+        pickle.dumps(fn)

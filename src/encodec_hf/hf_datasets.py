@@ -213,9 +213,14 @@ class EncodecMapFunction:
     def __getstate__(self) -> dict:
         # Workers (forked or spawned) reload from the path instead of receiving pickled weights, and a
         # CUDA model is never shipped to another process.
+        if self.model_name_or_path is None:
+            # Weight-normed convolutions are torch parametrizations, which cannot be pickled.
+            raise TypeError(
+                "EncodecMapFunction built from a model object cannot be sent to other processes; with "
+                "num_proc > 1 pass the model's name or path instead (each worker then loads its own copy)."
+            )
         state = dict(self.__dict__)
-        if self.model_name_or_path is not None:
-            state["_model"] = None
+        state["_model"] = None
         return state
 
     def features(self, dataset=None):
