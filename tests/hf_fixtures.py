@@ -76,3 +76,14 @@ def write_clips(folder: Path, specs: list[tuple[int, int, int]], fmt: str = "wav
         sf.write(path, audio.astype(np.float32), rate, subtype="PCM_16")
         paths.append(str(path))
     return paths
+
+
+def one_torch_thread():
+    """Generator for a module fixture: tiny models run fastest on one thread, and on a busy 2-core machine
+    OpenMP's spinning threads can make a tiny LSTM 100x slower. Restores the previous count afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

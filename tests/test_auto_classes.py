@@ -16,7 +16,13 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 import encodec_hf
 from encodec_hf.auto import is_registered
 from encodec_hf.clip_codec import feature_extractor_for
-from tests.hf_fixtures import tiny_model
+from tests.hf_fixtures import one_torch_thread, tiny_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_torch_thread()
+
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPO_ROOT = Path(__file__).resolve().parents[1]

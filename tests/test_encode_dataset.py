@@ -22,7 +22,13 @@ from encodec_hf.hf_datasets import (
     load_encoded_shards,
     run_encode_dataset,
 )
-from tests.hf_fixtures import save_tiny_model, tiny_model, write_clips
+from tests.hf_fixtures import one_torch_thread, save_tiny_model, tiny_model, write_clips
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_torch_thread()
+
 
 SPECS = [(3000, 16000, 2), (1203, 8000, 2), (5000, 22050, 2), (40, 8000, 2), (2377, 8000, 2), (900, 8000, 2)]
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -19,7 +19,13 @@ import soxr
 
 from encodec_hf.clip_codec import ClipCodes, decode_clip, encode_clips
 from encodec_hf.endpoint import EndpointHandler, EndpointRequestError, make_server, parse_request
-from tests.hf_fixtures import save_tiny_model, write_clips
+from tests.hf_fixtures import one_torch_thread, save_tiny_model, write_clips
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_torch_thread()
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_S = 1.0

@@ -20,7 +20,13 @@ from encodec_hf.hf_datasets import (
     decode_codes_example,
     encode_audio_dataset,
 )
-from tests.hf_fixtures import save_tiny_model, tiny_model, write_clips
+from tests.hf_fixtures import one_torch_thread, save_tiny_model, tiny_model, write_clips
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_torch_thread()
+
 
 # (num_samples, source rate, channels): several rates so that every clip goes through the resampler,
 # and lengths that end mid-frame, mid-chunk, and below one frame / one chunk.

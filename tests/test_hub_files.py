@@ -17,7 +17,13 @@ from safetensors.torch import load_file
 
 import encodec_hf
 from encodec_hf.hub import REQUIRED_CARD_FIELDS, load_model_card, push_to_hub, save_for_hub
-from tests.hf_fixtures import tiny_model
+from tests.hf_fixtures import one_torch_thread, tiny_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_torch_thread()
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CARDS = REPO_ROOT / "model_cards"
