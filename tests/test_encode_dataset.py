@@ -116,7 +116,10 @@ def test_two_process_torchrun_equals_single_process(workdir, single_run):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    # GLOO_SOCKET_IFNAME=lo keeps the ranks' traffic on loopback whatever the hostname resolves to.
+    env = dict(
+        os.environ, GLOO_SOCKET_IFNAME="lo", PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+    )
     cmd = [
         sys.executable,
         "-m",
