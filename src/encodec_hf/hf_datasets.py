@@ -220,7 +220,10 @@ class EncodecMapFunction:
                 "num_proc > 1 pass the model's name or path instead (each worker then loads its own copy)."
             )
         state = dict(self.__dict__)
+        # Neither the loaded model nor the creating process id travels: the state stays small and its hash
+        # (datasets' cache fingerprint) stays the same from one session to the next.
         state["_model"] = None
+        state["_owner_pid"] = None
         return state
 
     def features(self, dataset=None):
