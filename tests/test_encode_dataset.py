@@ -217,3 +217,7 @@ def test_bad_arguments(workdir, tmp_path, capsys):
         encode_dataset_main(["x", "--model", "m", "--output-dir", "o", "--format", "csv"])
     with pytest.raises(FileNotFoundError, match="has not finished"):
         load_encoded_shards(tmp_path / "o2")
+    missing = _args(workdir, tmp_path / "o3")
+    missing[0] = str(tmp_path / "no_such_dataset")
+    assert encode_dataset_main(missing) == 2
+    assert "No dataset at" in capsys.readouterr().err

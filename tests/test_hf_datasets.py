@@ -177,3 +177,12 @@ def test_model_object_with_num_proc_names_the_fix(tmp_path):
     fn = EncodecMapFunction(tiny_model("mono"))
     with pytest.raises(TypeError, match="pass the model's name or path"):
         pickle.dumps(fn)
+
+
+def test_path_based_function_fingerprint_is_stable(tmp_path):
+    from datasets.fingerprint import Hasher
+
+    model_dir = save_tiny_model(tmp_path / "model", "mono")
+    a, b = EncodecMapFunction(str(model_dir), bandwidth=4.0), EncodecMapFunction(str(model_dir), bandwidth=4.0)
+    assert Hasher.hash(a) == Hasher.hash(b)
+    assert Hasher.hash(a) != Hasher.hash(EncodecMapFunction(str(model_dir), bandwidth=8.0))

@@ -512,7 +512,9 @@ def _load_source(dataset: str, split: str, config_name: str | None, revision: st
     """A Hub id, a `save_to_disk` folder, or data files / a folder that `load_dataset` understands."""
     from datasets import DatasetDict, load_dataset, load_from_disk
 
-    path = Path(dataset)
+    path = Path(dataset).expanduser()
+    if not path.exists() and (path.is_absolute() or dataset.startswith((".", "~"))):
+        raise FileNotFoundError(f"No dataset at {dataset}: give an existing folder/file or a Hub dataset id.")
     if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
         loaded = load_from_disk(str(path))
         if isinstance(loaded, DatasetDict):
