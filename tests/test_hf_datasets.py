@@ -186,3 +186,15 @@ def test_path_based_function_fingerprint_is_stable(tmp_path):
     a, b = EncodecMapFunction(str(model_dir), bandwidth=4.0), EncodecMapFunction(str(model_dir), bandwidth=4.0)
     assert Hasher.hash(a) == Hasher.hash(b)
     assert Hasher.hash(a) != Hasher.hash(EncodecMapFunction(str(model_dir), bandwidth=8.0))
+
+
+def test_clip_codes_match_model_encode_on_whole_frames():
+    """For a clip of whole frames, the helper's codes are exactly `model.encode` on that clip alone."""
+    import torch
+
+    model = tiny_model("mono")
+    clip = (np.random.default_rng(3).standard_normal((1, 16 * 40)) * 0.3).astype(np.float32)
+    (codes,) = encode_clips(model, [clip], 8.0)
+    with torch.no_grad():
+        direct = model.encode(torch.from_numpy(clip)[None], bandwidth=8.0).audio_codes  # [1, 1, K, F]
+    np.testing.assert_array_equal(codes.audio_codes, direct[:, 0].numpy())
