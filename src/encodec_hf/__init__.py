@@ -1,5 +1,6 @@
 """encodec_hf: Meta's EnCodec neural audio codec for the Hugging Face ecosystem."""
 
+from .auto import register, unregister
 from .configuration import EncodecConfig
 from .feature_extraction import EncodecFeatureExtractor
 from .modeling import (
@@ -21,4 +22,6 @@ __all__ = [
     "EncodecOutput",
     "EncodecPreTrainedModel",
     "__version__",
+    "register",
+    "unregister",
 ]

@@ -24,6 +24,8 @@ def chunk_stride_for(chunk_length_s: float | None, overlap: float | None, sampli
     if chunk_length_s is None or overlap is None:
         return None
     return max(1, int((1.0 - overlap) * chunk_length_for(chunk_length_s, sampling_rate)))
+
+
 PAD_MODES = ("reflect", "constant", "replicate", "circular")
 
 

@@ -1,0 +1,398 @@
+"""Hub-hosted inference: the Inference Endpoints `EndpointHandler` and a small local HTTP server.
+
+Custom-handler contract: the serving container builds `EndpointHandler(path)` once (with the repo folder)
+and calls `handler(data)` per request, with `data = {"inputs": ..., "parameters": {...}}`; audio bodies
+(`audio/wav`, `audio/flac`, ...) arrive as `{"inputs": <bytes>}`. The handler returns a JSON-able dict.
+
+Requests:
+
+* `inputs`: audio file bytes (WAV or FLAC), the same bytes base64-encoded in a JSON string, or codes
+  `{"audio_codes": [N][K][F] ints, "audio_scales": [N] floats or null, "num_samples": int}` (what
+  `encode` returns).
+* `parameters`: `task` (`"encode"`, `"decode"` or `"roundtrip"`; default `encode` for audio, `decode`
+  for codes) and `bandwidth` (kbps, one of the model's `target_bandwidths`; default: the model's).
+
+Audio is resampled to the model rate (soxr) and mono/stereo converted to the model's channel count.
+Responses: `encode` gives the codes dict plus `sampling_rate`, `bandwidth` and `frame_rate`; `decode`
+gives `{"audio": <base64 WAV, float32>, "sampling_rate", "num_samples"}`; `roundtrip` gives both.
+Everything happens in memory: nothing is written to disk.
+
+Bad requests raise `EndpointRequestError` carrying the HTTP status to answer with (400 malformed,
+413 too long or too large, 415 unsupported format); `serve()` turns it into a JSON error reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import io
+import json
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+
+from .clip_codec import ClipCodes, check_bandwidth, check_codes, decode_clip, encode_clips
+from .errors import EncodecInputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EndpointHandler", "EndpointRequestError", "make_server", "parse_request", "serve", "serve_main"]
+
+TASKS = ("encode", "decode", "roundtrip")
+PARAMETERS = ("task", "bandwidth")
+# libsndfile major formats accepted as input (soundfile's names).
+AUDIO_FORMATS = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "FLAC": "FLAC"}
+AUDIO_CONTENT_TYPES = (
+    "audio/wav",
+    "audio/x-wav",
+    "audio/wave",
+    "audio/vnd.wave",
+    "audio/flac",
+    "audio/x-flac",
+    "application/octet-stream",
+)
+DEFAULT_MAX_DURATION_S = 600.0
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+class EndpointRequestError(EncodecInputError):
+    """A request the endpoint cannot serve; `status` is the HTTP status code to answer with."""
+
+    def __init__(self, message: str, status: int = HTTPStatus.BAD_REQUEST):
+        super().__init__(message)
+        self.status = int(status)
+
+
+@dataclass
+class Request:
+    """A validated request: `audio` `[C, T]` at the model rate for encode/roundtrip, `codes` for decode."""
+
+    task: str
+    bandwidth: float | None
+    audio: np.ndarray | None = None
+    codes: ClipCodes | None = None
+
+
+def _decode_audio_bytes(payload: bytes, config, max_duration_s: float) -> np.ndarray:
+    """WAV/FLAC bytes -> float32 `[C, T]` at the model rate and channel count, with the length checked first."""
+    import soundfile as sf
+
+    if not payload:
+        raise EndpointRequestError("inputs is empty: send WAV or FLAC bytes, base64 audio, or codes.")
+    try:
+        info = sf.info(io.BytesIO(payload))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise EndpointRequestError(f"Could not read the audio: {err}. Send a WAV or FLAC file.") from None
+    if info.format not in AUDIO_FORMATS:
+        raise EndpointRequestError(
+            f"Unsupported audio format {info.format!r} ({info.format_info}); send WAV or FLAC.",
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        )
+    if info.samplerate <= 0 or info.frames <= 0:
+        raise EndpointRequestError("The audio holds no samples.")
+    duration = info.frames / info.samplerate
+    if duration > max_duration_s:
+        raise EndpointRequestError(
+            f"Audio is {duration:.2f} s long; this endpoint accepts at most {max_duration_s:g} s. "
+            f"Split it into shorter pieces.",
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        )
+    if info.channels not in (1, 2):
+        raise EndpointRequestError(f"Expected mono or stereo audio, got {info.channels} channels.")
+    try:
+        data, rate = sf.read(io.BytesIO(payload), dtype="float32", always_2d=True)  # [T, C]
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise EndpointRequestError(f"Could not decode the audio data: {err}.") from None
+    audio = np.ascontiguousarray(data.T)  # [C, T]
+    if not np.all(np.isfinite(audio)):
+        raise EndpointRequestError("The audio contains NaN or infinite samples.")
+    if audio.shape[0] != config.audio_channels:
+        # Like Meta's CLI: average to mono, or duplicate mono to stereo.
+        audio = audio.mean(0, keepdims=True) if config.audio_channels == 1 else np.repeat(audio, 2, axis=0)
+    if rate != config.sampling_rate:
+        import soxr
+
+        audio = np.ascontiguousarray(soxr.resample(audio.T, rate, config.sampling_rate, quality="HQ").T)
+    return audio.astype(np.float32, copy=False)
+
+
+def parse_request(data: Any, config, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> Request:
+    """Validate an endpoint payload against `config`; raises `EndpointRequestError` on anything unusable."""
+    if not isinstance(data, dict):
+        raise EndpointRequestError(f"The request must be a JSON object with 'inputs', got {type(data).__name__}.")
+    if "inputs" not in data:
+        raise EndpointRequestError(f"The request has no 'inputs' (keys: {sorted(data)}).")
+    params = data.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise EndpointRequestError(f"'parameters' must be an object, got {type(params).__name__}.")
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise EndpointRequestError(f"Unknown parameter(s) {unknown}; supported: {list(PARAMETERS)}.")
+    try:
+        bandwidth = check_bandwidth(config, params.get("bandwidth"))
+    except (EncodecInputError, TypeError) as err:
+        raise EndpointRequestError(str(err)) from None
+
+    inputs = data["inputs"]
+    is_codes = isinstance(inputs, dict)
+    task = params.get("task", "decode" if is_codes else "encode")
+    if task not in TASKS:
+        raise EndpointRequestError(f"Unknown task {task!r}; choose one of {list(TASKS)}.")
+    if is_codes != (task == "decode"):
+        need = "codes ({'audio_codes', 'audio_scales', 'num_samples'})" if task == "decode" else "audio"
+        raise EndpointRequestError(f"Task {task!r} takes {need} as inputs.")
+
+    if is_codes:
+        unknown = sorted(set(inputs) - {"audio_codes", "audio_scales", "num_samples"})
+        if unknown or "audio_codes" not in inputs or "num_samples" not in inputs:
+            raise EndpointRequestError(
+                "Codes inputs must be {'audio_codes': [N][K][F] ints, 'audio_scales': [N] floats or null, "
+                f"'num_samples': int}}; got keys {sorted(inputs)}."
+            )
+        try:
+            codes = check_codes(config, inputs["audio_codes"], inputs.get("audio_scales"), inputs["num_samples"])
+        except EncodecInputError as err:
+            raise EndpointRequestError(f"Malformed codes: {err}") from None
+        max_samples = max_duration_s * config.sampling_rate
+        if codes.num_samples > max_samples:
+            raise EndpointRequestError(
+                f"num_samples={codes.num_samples} is over this endpoint's limit of {max_duration_s:g} s.",
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            )
+        return Request(task, bandwidth, codes=codes)
+
+    if isinstance(inputs, str):
+        text = inputs.split(",", 1)[1] if inputs.startswith("data:") else inputs  # allow data: URIs
+        try:
+            inputs = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise EndpointRequestError("inputs is a string but not valid base64-encoded audio.") from None
+    if not isinstance(inputs, (bytes, bytearray, memoryview)):
+        raise EndpointRequestError(
+            f"inputs must be audio bytes, a base64 string or a codes object, got {type(inputs).__name__}."
+        )
+    return Request(task, bandwidth, audio=_decode_audio_bytes(bytes(inputs), config, max_duration_s))
+
+
+def _wav_base64(audio: np.ndarray, sampling_rate: int) -> str:
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, audio.T, sampling_rate, format="WAV", subtype="FLOAT")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class EndpointHandler:
+    """Inference Endpoints custom handler (`handler.py` in the repo re-exports this class).
+
+    Args:
+        path (`str`): the model folder (the repo root on Inference Endpoints).
+        max_duration_s (`float`, *optional*): longest audio accepted; default `$ENCODEC_HF_MAX_DURATION_S`
+            or 600 s.
+        device (`str`, *optional*): torch device; default CUDA when available.
+    """
+
+    def __init__(self, path: str = "", max_duration_s: float | None = None, device: str | None = None):
+        import torch
+
+        from .clip_codec import feature_extractor_for, load_model
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = load_model(path or ".", device=device)
+        self.config = self.model.config
+        self.feature_extractor = feature_extractor_for(self.config)
+        if max_duration_s is None:
+            max_duration_s = float(os.environ.get("ENCODEC_HF_MAX_DURATION_S", DEFAULT_MAX_DURATION_S))
+        if max_duration_s <= 0:
+            raise ValueError(f"max_duration_s must be positive, got {max_duration_s}.")
+        self.max_duration_s = float(max_duration_s)
+        # One inference at a time: the HTTP server is threaded, the model is shared.
+        self._lock = threading.Lock()
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        request = parse_request(data, self.config, self.max_duration_s)
+        sr = self.config.sampling_rate
+        with self._lock:
+            if request.task == "decode":
+                audio = decode_clip(self.model, request.codes)
+                return {"audio": _wav_base64(audio, sr), "sampling_rate": sr, "num_samples": audio.shape[-1]}
+            (codes,) = encode_clips(self.model, [request.audio], request.bandwidth, self.feature_extractor)
+            result: dict[str, Any] = {
+                "audio_codes": codes.audio_codes.tolist(),
+                "audio_scales": None if codes.audio_scales is None else codes.audio_scales.tolist(),
+                "num_samples": codes.num_samples,
+                "sampling_rate": sr,
+                "bandwidth": request.bandwidth,
+                "frame_rate": self.config.frame_rate,
+            }
+            if request.task == "roundtrip":
+                result["audio"] = _wav_base64(decode_clip(self.model, codes), sr)
+            return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Local HTTP server (stdlib): the same handler behind POST /, GET /health.
+# --------------------------------------------------------------------------------------------------
+
+
+class EndpointServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, endpoint: EndpointHandler, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+        self.endpoint = endpoint
+        self.max_body_bytes = max_body_bytes
+        super().__init__(address, _RequestHandler)
+
+
+def _query_parameters(query: str) -> dict[str, Any]:
+    params: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    if "bandwidth" in params:
+        try:
+            params["bandwidth"] = float(params["bandwidth"])
+        except ValueError:
+            raise EndpointRequestError(f"bandwidth must be a number in kbps, got {params['bandwidth']!r}.") from None
+    return params
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: EndpointServer
+    protocol_version = "HTTP/1.1"
+    server_version = "encodec-hf"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        logger.info("%s %s", self.address_string(), format % args)
+
+    def _reply(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str) -> None:
+        self._reply(status, {"error": message, "status": int(status)})
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+        if urlsplit(self.path).path != "/health":
+            self._error(HTTPStatus.NOT_FOUND, f"No such path {self.path!r}; POST / or GET /health.")
+            return
+        config = self.server.endpoint.config
+        self._reply(
+            HTTPStatus.OK,
+            {
+                "status": "ok",
+                "sampling_rate": config.sampling_rate,
+                "audio_channels": config.audio_channels,
+                "target_bandwidths": list(config.target_bandwidths),
+                "max_duration_s": self.server.endpoint.max_duration_s,
+            },
+        )
+
+    def do_POST(self) -> None:  # noqa: N802 (stdlib name)
+        url = urlsplit(self.path)
+        length_header = self.headers.get("Content-Length")
+        if length_header is None or not length_header.isdigit():
+            self.close_connection = True
+            self._error(HTTPStatus.LENGTH_REQUIRED, "Send a Content-Length header with the request body.")
+            return
+        length = int(length_header)
+        if length > self.server.max_body_bytes:
+            self.close_connection = True  # the body is not read: the connection cannot be reused
+            self._error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"Request body of {length} bytes is over the limit of {self.server.max_body_bytes} bytes.",
+            )
+            return
+        body = self.rfile.read(length)
+        if url.path not in ("/", "/predict"):
+            self._error(HTTPStatus.NOT_FOUND, f"No such path {url.path!r}; POST / or GET /health.")
+            return
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        try:
+            if content_type == "application/json":
+                try:
+                    data = json.loads(body)
+                except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                    raise EndpointRequestError(f"The body is not valid JSON: {err}.") from None
+            elif content_type in AUDIO_CONTENT_TYPES:
+                data = {"inputs": body, "parameters": _query_parameters(url.query)}
+            else:
+                raise EndpointRequestError(
+                    f"Unsupported Content-Type {content_type or '(none)'!r}; use application/json or one of "
+                    f"{list(AUDIO_CONTENT_TYPES)}.",
+                    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                )
+            result = self.server.endpoint(data)
+        except EndpointRequestError as err:
+            self._error(err.status, str(err))
+        except (EncodecInputError, ValueError, TypeError) as err:
+            self._error(HTTPStatus.BAD_REQUEST, str(err))
+        except Exception:  # a bug, not a bad request: keep serving, log the traceback
+            logger.exception("Request failed")
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "Internal error while processing the request.")
+        else:
+            self._reply(HTTPStatus.OK, result)
+
+
+def make_server(
+    endpoint: EndpointHandler, host: str = "127.0.0.1", port: int = 8080, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> EndpointServer:
+    """Bind (port 0 picks a free port: read `server.server_address`) without starting to serve."""
+    return EndpointServer((host, port), endpoint, max_body_bytes)
+
+
+def serve(endpoint: EndpointHandler, host: str = "127.0.0.1", port: int = 8080, **kwargs: Any) -> None:
+    """Serve `endpoint` over HTTP until interrupted."""
+    server = make_server(endpoint, host, port, **kwargs)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    """Entry point of `encodec-hf serve` (and `python -m encodec_hf.endpoint`)."""
+    parser = argparse.ArgumentParser(
+        prog="encodec-hf serve",
+        description="Serve the Inference Endpoints handler locally: POST / (audio or JSON), GET /health.",
+    )
+    parser.add_argument("--model", required=True, help="model folder (save_pretrained / Hub repo snapshot) or id")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    parser.add_argument("--max-duration-s", type=float, default=None, help="longest audio accepted (seconds)")
+    parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        endpoint = EndpointHandler(args.model, max_duration_s=args.max_duration_s, device=args.device)
+    except (OSError, ValueError) as err:
+        print(f"serve: error: {err}", file=sys.stderr)
+        return 2
+    server = make_server(endpoint, args.host, args.port, int(args.max_body_mb * 2**20))
+    host, port = server.server_address[:2]
+    print(f"Serving encodec_hf endpoint on http://{host}:{port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve_main())
