@@ -212,7 +212,7 @@ def test_bad_arguments(workdir, tmp_path, capsys):
     args = _args(workdir, tmp_path / "o2")
     args[args.index("--bandwidth") + 1] = "5"
     assert encode_dataset_main(args) == 2
-    assert "choose one of [2.0, 4.0, 8.0]" in capsys.readouterr().err
+    assert "Select one of [2.0, 4.0, 8.0]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         encode_dataset_main(["x", "--model", "m", "--output-dir", "o", "--format", "csv"])
     with pytest.raises(FileNotFoundError, match="has not finished"):

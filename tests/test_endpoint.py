@@ -116,7 +116,7 @@ def test_parse_request_errors_name_the_fix(handler):
         ({"inputs": 3}, 400, "inputs must be audio bytes"),
         ({"parameters": {}}, 400, "no 'inputs'"),
         ({"inputs": b"x", "parameters": {"bandwith": 4}}, 400, "Unknown parameter"),
-        ({"inputs": b"x", "parameters": {"bandwidth": 5.0}}, 400, r"choose one of \[2.0, 4.0, 8.0\]"),
+        ({"inputs": b"x", "parameters": {"bandwidth": 5.0}}, 400, r"Select one of \[2.0, 4.0, 8.0\]"),
         ({"inputs": b"x", "parameters": {"bandwidth": "high"}}, 400, "bandwidth must be a number"),
         ({"inputs": b"x", "parameters": {"task": "transcribe"}}, 400, "Unknown task"),
         ({"inputs": b"x", "parameters": {"task": "decode"}}, 400, "takes codes"),
@@ -167,7 +167,7 @@ def test_http_bad_requests_get_4xx_and_server_keeps_serving(server, clip):
         (("POST", "/", ogg, "audio/ogg"), 415, "Unsupported Content-Type 'audio/ogg'"),
         (("POST", "/", ogg, "audio/wav"), 415, "Unsupported audio format 'OGG'"),
         (("POST", "/", long_audio, "audio/wav"), 413, "at most 1 s"),
-        (("POST", "/?bandwidth=5", clip, "audio/wav"), 400, "choose one of"),
+        (("POST", "/?bandwidth=5", clip, "audio/wav"), 400, "Select one of"),
         (("POST", "/?bandwidth=fast", clip, "audio/wav"), 400, "bandwidth must be a number"),
         (("POST", "/", b"{not json", "application/json"), 400, "not valid JSON"),
         (("POST", "/", b"[1, 2]", "application/json"), 400, "JSON object"),
@@ -198,7 +198,7 @@ def test_http_bad_requests_get_4xx_and_server_keeps_serving(server, clip):
                 "application/json",
             ),
             400,
-            "choose one of",
+            "Select one of",
         )
     )
     for (method, path, body, ctype), status, message in bad:  # one request each: a bounded loop

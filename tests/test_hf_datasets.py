@@ -152,7 +152,7 @@ def test_channel_mismatch_is_explained_and_convertible(tmp_path):
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
     model = tiny_model("mono")
-    with pytest.raises(UnsupportedBandwidthError, match=r"choose one of \[2.0, 4.0, 8.0\]"):
+    with pytest.raises(UnsupportedBandwidthError, match=r"Select one of \[2.0, 4.0, 8.0\]"):
         EncodecMapFunction(model, bandwidth=6.0)
     fn = EncodecMapFunction(model)
     with pytest.raises(EncodecInputError, match="Could not decode audio"):

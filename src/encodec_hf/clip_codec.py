@@ -1,38 +1,25 @@
-"""Per-clip encode / decode on top of `EncodecModel`, with padding that does not depend on the batch.
+"""Per-clip encode / decode on top of `EncodecModel`, for datasets, the encode-dataset runner and the endpoint.
 
-`datasets.map` helpers, the `encode-dataset` runner and the Inference Endpoints handler all need the
-same thing: turn a list of clips of different lengths into one code tensor per clip, such that the
-codes of a clip do not depend on which other clips shared its batch. `model.encode` on a padded batch
-does not promise that by itself (the 48 kHz model is non-causal and normalises each chunk), so this
-module fixes one canonical layout per clip and pads every clip to it before batching:
+`model.encode` with a `padding_mask` already encodes every item of a batch at its own length, so a clip's
+codes are exactly what encoding it alone gives, whatever else shares its batch. This module only turns a list
+of clips into one padded batch and splits the result back into one record per clip:
 
-* chunked models (`config.chunk_length` set, 48 kHz): a clip of `T` samples owns the
-  `N = ceil(T / chunk_stride)` chunks that contain at least one of its samples, each a full
-  `chunk_length` window, zero-padded past the end. Chunks are encoded independently, so the batch
-  padding never reaches them; the all-padding tail chunk `model.encode` adds is dropped.
-* unchunked causal models (24 kHz): the clip is zero-padded to a whole number of frames, at least
-  `max(kernel_size, last_kernel_size)` of them (left reflect padding reads that far to the right).
-  A causal encoder never looks further right, so the batch padding after that point cannot change
-  the clip's `F = ceil(T / hop_length)` frames, which are the ones kept.
-* unchunked non-causal models (32 kHz): right context matters, so only clips with the same padded
-  length share a forward pass (worst case, one pass per clip).
-
-Codes of one clip are `[N, K, F]` (chunks, codebooks, frames per chunk; `N == 1` without chunking),
-scales are `[N]` floats for models with `normalize=True` and `None` otherwise, and `num_samples` is the
-clip length, which decoding needs to cut the output back to the input length.
+Codes of one clip are `[N, K, F]` (chunks, codebooks, frames per chunk; `N == 1` without chunking, and for
+chunked models `F` is the frames of a full chunk, the last chunk's unused frames being 0), scales are `[N]`
+floats for models with `normalize=True` and `None` otherwise, and `num_samples` is the clip length, which
+decoding needs to cut the output back to the input length.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .errors import EncodecInputError, UnsupportedBandwidthError
+from .errors import EncodecInputError
 
 if TYPE_CHECKING:
     from .configuration import EncodecConfig
@@ -45,7 +32,6 @@ __all__ = [
     "encode_clips",
     "feature_extractor_for",
     "load_model",
-    "padded_length",
 ]
 
 
@@ -99,16 +85,7 @@ def codes_dtype(config: EncodecConfig) -> np.dtype:
 
 def check_bandwidth(config: EncodecConfig, bandwidth: float | None) -> float | None:
     """Validate `bandwidth` (kbps) against `config.target_bandwidths`; `None` means the model's default."""
-    if bandwidth is None:
-        return None
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)):
-        raise TypeError(f"bandwidth must be a number in kbps, got {type(bandwidth).__name__} {bandwidth!r}.")
-    if float(bandwidth) not in [float(b) for b in config.target_bandwidths]:
-        raise UnsupportedBandwidthError(
-            f"This model does not support a bandwidth of {bandwidth} kbps; "
-            f"choose one of {list(config.target_bandwidths)}."
-        )
-    return float(bandwidth)
+    return config.check_bandwidth(bandwidth)
 
 
 def num_chunks(config: EncodecConfig, num_samples: int) -> int:
@@ -121,19 +98,6 @@ def num_chunks(config: EncodecConfig, num_samples: int) -> int:
 def num_frames(config: EncodecConfig, num_samples: int) -> int:
     """Frames of an unchunked clip: `ceil(num_samples / hop_length)`, as `model.encode` gives."""
     return max(1, math.ceil(num_samples / config.hop_length))
-
-
-def _min_frames(config: EncodecConfig) -> int:
-    # Reflect padding on the left reads `kernel - 1` positions to the right of the start; a clip shorter
-    # than that at frame rate would read batch padding, so short clips are zero-padded to this many frames.
-    return max(config.kernel_size, config.last_kernel_size)
-
-
-def padded_length(config: EncodecConfig, num_samples: int) -> int:
-    """Canonical padded length of a clip (see the module docstring)."""
-    if config.chunk_length is None:
-        return max(num_frames(config, num_samples), _min_frames(config)) * config.hop_length
-    return (num_chunks(config, num_samples) - 1) * config.chunk_stride + config.chunk_length
 
 
 def _check_clip(config: EncodecConfig, clip: np.ndarray, index: int) -> np.ndarray:
@@ -159,7 +123,7 @@ def encode_clips(
     bandwidth: float | None = None,
     feature_extractor=None,
 ) -> list[ClipCodes]:
-    """Encode clips of any lengths in as few forward passes as batch invariance allows.
+    """Encode clips of any lengths in one batch; each clip's codes equal encoding it alone.
 
     Args:
         model (`EncodecModel`): the codec, already on its device.
@@ -175,40 +139,32 @@ def encode_clips(
     bandwidth = check_bandwidth(config, bandwidth)
     clips = [_check_clip(config, clip, i) for i, clip in enumerate(clips)]
     fe = feature_extractor if feature_extractor is not None else feature_extractor_for(config)
-    lengths = [clip.shape[1] for clip in clips]
-    targets = [padded_length(config, n) for n in lengths]
-
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, target in enumerate(targets):
-        # Causal or chunked models are padding-invariant at the clip's canonical layout, so one batch
-        # is safe; non-causal unchunked models only batch clips of identical padded length.
-        invariant = config.chunk_length is not None or config.use_causal_conv
-        groups[0 if invariant else target].append(i)
-
+    # The feature extractor takes mono as [T] and stereo as [C, T]; its padding_mask marks each clip's length,
+    # which is all `model.encode` needs to encode every clip exactly as it would be encoded alone.
+    raw = [clip[0] if config.audio_channels == 1 else clip for clip in clips]
+    inputs = fe(raw, sampling_rate=config.sampling_rate, padding=True, return_tensors="pt")
     device = next(model.parameters()).device
+    out = model.encode(
+        inputs["input_values"].to(device), inputs["padding_mask"].to(device), bandwidth=bandwidth, return_dict=True
+    )
+    codes = out.audio_codes.cpu()  # [chunks, B, K, F]
     dtype = codes_dtype(config)
-    results: list[ClipCodes | None] = [None] * len(clips)
-    for indices in groups.values():
-        padded = [np.pad(clips[i], ((0, 0), (0, targets[i] - lengths[i]))) for i in indices]
-        # The feature extractor takes mono as [T] and stereo as [C, T].
-        raw = [p[0] if config.audio_channels == 1 else p for p in padded]
-        inputs = fe(raw, sampling_rate=config.sampling_rate, padding=True, return_tensors="pt")
-        input_values = inputs["input_values"].to(device)  # [B, C, L]
-        padding_mask = inputs["padding_mask"].to(device)  # [B, L]
-        out = model.encode(input_values, padding_mask, bandwidth=bandwidth, return_dict=True)
-        codes = out.audio_codes.cpu()  # [chunks, B, K, F]
-        scales = out.audio_scales
-        for b, i in enumerate(indices):
-            n = num_chunks(config, lengths[i])
-            if config.chunk_length is None:
-                item_codes = codes[:1, b, :, : num_frames(config, lengths[i])]
-            else:
-                item_codes = codes[:n, b]
-            item_scales = None
-            if scales is not None and scales[0] is not None:
-                item_scales = np.array([float(s[b].reshape(-1)[0]) for s in scales[:n]], dtype=np.float32)
-            results[i] = ClipCodes(item_codes.numpy().astype(dtype), item_scales, lengths[i])
-    return results  # type: ignore[return-value]
+    results = []
+    for b, clip in enumerate(clips):
+        length = clip.shape[1]
+        n = num_chunks(config, length)
+        if config.chunk_length is None:
+            item_codes = codes[:1, b, :, : num_frames(config, length)]
+        else:  # always full-chunk width, even when every clip of this batch is shorter than a chunk
+            item_codes = torch.zeros(
+                n, codes.shape[2], math.ceil(config.chunk_length / config.hop_length), dtype=codes.dtype
+            )
+            item_codes[..., : codes.shape[-1]] = codes[:n, b]
+        item_scales = None
+        if config.normalize:
+            item_scales = np.array([float(s[b, 0]) for s in out.audio_scales[:n]], dtype=np.float32)
+        results.append(ClipCodes(item_codes.numpy().astype(dtype), item_scales, length))
+    return results
 
 
 def check_codes(config: EncodecConfig, codes: Any, scales: Any, num_samples: Any) -> ClipCodes:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Real
 
 from transformers import PreTrainedConfig
+
+from .errors import UnsupportedBandwidthError
 
 NORM_TYPES = ("weight_norm", "time_group_norm")
 
@@ -167,6 +170,22 @@ class EncodecConfig(PreTrainedConfig):
             return self.num_quantizers
         bits_per_codebook_per_s = self.codebook_nbits * self.frame_rate
         return max(1, int(math.floor(bandwidth * 1000 / bits_per_codebook_per_s)))
+
+    def check_bandwidth(self, bandwidth) -> float | None:
+        """Validates a bandwidth in kbps against `target_bandwidths`; `None` stays `None` (the caller's default).
+
+        Raises:
+            TypeError: not a number. UnsupportedBandwidthError: not one of `target_bandwidths`.
+        """
+        if bandwidth is None:
+            return None
+        if isinstance(bandwidth, bool) or not isinstance(bandwidth, Real):
+            raise TypeError(f"bandwidth must be a number in kbps, one of {self.target_bandwidths}; got {bandwidth!r}.")
+        if float(bandwidth) not in self.target_bandwidths:
+            raise UnsupportedBandwidthError(
+                f"This model doesn't support the bandwidth {bandwidth}. Select one of {self.target_bandwidths} (kbps)."
+            )
+        return float(bandwidth)
 
     # Presets of the three Hub checkpoints.
     @classmethod

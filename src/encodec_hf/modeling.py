@@ -20,7 +20,6 @@ import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from numbers import Real
 
 import torch
 from torch import nn
@@ -30,7 +29,7 @@ from transformers.utils import ModelOutput
 
 from .configuration import EncodecConfig
 from .conv import EncodecConv1d, EncodecConvTranspose1d
-from .errors import CheckpointMismatchError, EncodecInputError, UnsupportedBandwidthError
+from .errors import CheckpointMismatchError, EncodecInputError
 from .quantization import EncodecEuclideanCodebook, EncodecResidualVectorQuantizer
 from .seanet import EncodecDecoder, EncodecEncoder
 
@@ -204,18 +203,8 @@ class EncodecModel(EncodecPreTrainedModel):
         return [(offset, min(offset + chunk, length)) for offset in range(0, length, stride)]
 
     def _check_bandwidth(self, bandwidth) -> float:
-        if bandwidth is None:
-            return self.config.target_bandwidths[0]  # transformers' default: the lowest bandwidth
-        if isinstance(bandwidth, bool) or not isinstance(bandwidth, Real):
-            raise TypeError(
-                f"bandwidth must be a number in kbps, one of {self.config.target_bandwidths}; got {bandwidth!r}."
-            )
-        if float(bandwidth) not in self.config.target_bandwidths:
-            raise UnsupportedBandwidthError(
-                f"This model doesn't support the bandwidth {bandwidth}. Select one of {self.config.target_bandwidths} "
-                f"(kbps)."
-            )
-        return float(bandwidth)
+        checked = self.config.check_bandwidth(bandwidth)
+        return self.config.target_bandwidths[0] if checked is None else checked  # transformers' default: the lowest
 
     def _check_audio(self, input_values) -> torch.Tensor:
         """Validates `[B, C, T]` float audio and casts it to the model's device and dtype."""
