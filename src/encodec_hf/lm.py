@@ -157,7 +157,13 @@ def _batched_heads_exact(dim: int, card: int, max_heads: int, device: str, threa
     bias = torch.randn(max_heads * card, generator=gen).to(device)
     x = torch.randn(1, 1, dim, generator=gen).to(device)
     with torch.inference_mode():
-        separate = torch.cat([F.linear(x, weight[k * card : (k + 1) * card], bias[k * card : (k + 1) * card]) for k in range(max_heads)], -1)
+        separate = torch.cat(
+            [
+                F.linear(x, weight[k * card : (k + 1) * card], bias[k * card : (k + 1) * card])
+                for k in range(max_heads)
+            ],
+            -1,
+        )
         return all(
             torch.equal(F.linear(x, weight[: k * card], bias[: k * card]), separate[..., : k * card])
             for k in range(1, max_heads + 1)
@@ -184,8 +190,12 @@ class EncodecLM(nn.Module):
         super().__init__()
         self.config = config
         self.transformer = _Transformer(config)
-        self.emb = nn.ModuleList([nn.Embedding(config.codebook_size + 1, config.dim) for _ in range(config.num_codebooks)])
-        self.linears = nn.ModuleList([nn.Linear(config.dim, config.codebook_size) for _ in range(config.num_codebooks)])
+        self.emb = nn.ModuleList(
+            [nn.Embedding(config.codebook_size + 1, config.dim) for _ in range(config.num_codebooks)]
+        )
+        self.linears = nn.ModuleList(
+            [nn.Linear(config.dim, config.codebook_size) for _ in range(config.num_codebooks)]
+        )
         self._packed: dict | None = None
         self._pos_cache: dict[int, torch.Tensor] = {}
         self.exact_recompute = False  # force the original's recompute-everything path (for tests / benchmarks)
@@ -244,7 +254,9 @@ class EncodecLM(nn.Module):
         cfg = self.config
         threads = torch.get_num_threads()
         window = cfg.past_context + 1
-        stable = None if self.exact_recompute else _row_stable_min_rows(cfg.dim, 2 * cfg.dim, window, str(device), threads)
+        stable = (
+            None if self.exact_recompute else _row_stable_min_rows(cfg.dim, 2 * cfg.dim, window, str(device), threads)
+        )
         batched_heads = (not self.exact_recompute) and _batched_heads_exact(
             cfg.dim, cfg.codebook_size, cfg.num_codebooks, str(device), threads
         )
