@@ -174,7 +174,8 @@ def convert_lm(original: dict[str, torch.Tensor], config: EncodecConfig) -> Enco
         raise CheckpointMismatchError(f"The LM checkpoint does not fit a 5-layer dim-200 EncodecLM: {err}") from err
     if num_codebooks != config.num_quantizers:
         raise CheckpointMismatchError(
-            f"The LM models {num_codebooks} codebooks but the codec has {config.num_quantizers}: wrong --lm-checkpoint?"
+            f"The LM models {num_codebooks} codebooks but the codec has {config.num_quantizers}: "
+            "wrong --lm-checkpoint?"
         )
     return lm.eval()
 

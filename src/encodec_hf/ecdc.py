@@ -222,7 +222,7 @@ def encode_lm_segment(lm: EncodecLM, codes: np.ndarray, progress: Callable[[int]
         symbols = codes[:, t]
         highs = cdfs[rows, symbols].tolist()
         lows = np.where(symbols > 0, cdfs[rows, np.maximum(symbols - 1, 0)], 0).tolist()
-        for low, high in zip(lows, highs):
+        for low, high in zip(lows, highs, strict=True):
             encoder.push_range(low, high)
         previous = torch.from_numpy(symbols)
         if progress is not None:
@@ -330,8 +330,8 @@ def _check_payload_bound(header: EcdcHeader, config, segments, available: int) -
         least = sum(scale_bytes + packed_size(f * header.num_codebooks, config.codebook_nbits) for _, f in segments)
     if least > available:
         raise EcdcFormatError(
-            f"Truncated or forged .ecdc file: {header.audio_length} samples of {header.num_codebooks} codebooks need at "
-            f"least {math.ceil(least)} bytes of codes, only {available} follow the header."
+            f"Truncated or forged .ecdc file: {header.audio_length} samples of {header.num_codebooks} codebooks "
+            f"need at least {math.ceil(least)} bytes of codes, only {available} follow the header."
         )
 
 
