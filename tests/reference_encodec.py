@@ -106,3 +106,37 @@ def save_original_checkpoint(state_dict: dict, directory: Path, stem: str) -> Pa
     path = directory / f"{stem}-{digest}.th"
     tmp.rename(path)
     return path
+
+
+class ConvertedPair:
+    """An original model + LM with random weights and their conversion (folder, loaded model)."""
+
+    def __init__(self, name: str, root: Path, seed: int = 0):
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conversion"))
+        from convert_original_checkpoint import convert
+
+        from encodec_hf.ecdc import load_model
+
+        self.name = name
+        self.original = build_original_model(name, seed)
+        self.original_lm = build_original_lm(self.original, seed + 1)
+        self.checkpoint = save_original_checkpoint(self.original.state_dict(), root, name)
+        self.lm_checkpoint = save_original_checkpoint(
+            self.original_lm.state_dict(), root, name.replace("encodec_", "encodec_lm_")
+        )
+        self.folder = convert(self.checkpoint, root / f"{name}_converted", lm_checkpoint=self.lm_checkpoint)
+        self.model = load_model(self.folder)
+        # The original fetches its pretrained LM and models by name; serve the random ones instead.
+        self.original.get_lm_model = lambda: self.original_lm
+
+    def patch_original_models(self, monkeypatch) -> None:
+        """Make the original `decompress` load this model for `self.name`."""
+        compress_module = sys.modules["encodec.compress"]
+        monkeypatch.setitem(compress_module.MODELS, self.name, lambda: self.original)
+
+
+def original_compress_module():
+    import_reference()
+    return sys.modules["encodec.compress"]
