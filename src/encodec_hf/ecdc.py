@@ -183,10 +183,13 @@ def _segments(config, audio_length: int) -> list[tuple[int, int]]:
 
 
 def _lm_for(lm: EncodecLM, config, num_codebooks: int) -> EncodecLM:
-    if lm.config.codebook_size != config.codebook_size or lm.config.num_codebooks < num_codebooks:
+    # The original pairs each codec with an LM of past context int(3.5 * frame_rate) over all its codebooks.
+    expected = (config.num_quantizers, config.codebook_size, int(3.5 * config.frame_rate))
+    found = (lm.config.num_codebooks, lm.config.codebook_size, lm.config.past_context)
+    if found != expected or num_codebooks > found[0]:
         raise ValueError(
-            f"The LM ({lm.config.num_codebooks} codebooks of {lm.config.codebook_size}) does not fit "
-            f"{num_codebooks} codebooks of {config.codebook_size}: it belongs to another model."
+            f"The LM (codebooks, size, past context) = {found} does not fit this codec, which needs {expected}: "
+            "it belongs to another model."
         )
     return lm
 
