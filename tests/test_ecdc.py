@@ -170,3 +170,23 @@ def test_truncated_real_files(pairs, real_files, key, fraction):
     # Only the LM coder may not need the last bits of its final byte; without the LM every byte is needed.
     assert key[1] and len(cut) >= len(data) - 1
     assert audio.shape[0] == pair.original.channels
+
+
+def test_lengths_the_original_0_1_1_decoder_miscounts(pairs, monkeypatch):
+    """0.1.1 counts frames as ceil(L / sr * fr) (fixed upstream in eff3a46): 6720 samples give 22, not 21.
+
+    Its files for such lengths are still right (the encoder writes the frames it made); we count exactly.
+    """
+    pair = pairs["encodec_24khz"]
+    pair.patch_original_models(monkeypatch)
+    original = original_compress_module()
+    x = 0.1 * torch.randn(1, 6720, generator=torch.Generator().manual_seed(2))
+    pair.original.set_target_bandwidth(6.0)
+    theirs = original.compress(pair.original, x)
+    assert encodec_hf.compress(pair.model, x, bandwidth=6.0) == theirs
+    audio, _ = encodec_hf.decompress(theirs, model=pair.model)
+    with torch.no_grad():
+        expected = pair.original.decode(pair.original.encode(x[None]))[0, :, :6720]
+    assert (audio - expected).abs().max() <= 1e-5
+    with pytest.raises(EOFError):  # the reference's own decoder fails on its own file
+        original.decompress(theirs)
