@@ -107,6 +107,33 @@ class _Transformer(nn.Module):
         self.layers = nn.ModuleList([_TransformerLayer(config.dim, hidden) for _ in range(config.num_layers)])
 
 
+@dataclass(frozen=True)
+class _LayerTensors:
+    """A layer's tensors, fetched once: module attribute lookups cost more than the small ops themselves."""
+
+    out_w: torch.Tensor
+    out_b: torch.Tensor
+    l1_w: torch.Tensor
+    l1_b: torch.Tensor
+    l2_w: torch.Tensor
+    l2_b: torch.Tensor
+    norm1_w: torch.Tensor
+    norm1_b: torch.Tensor
+    eps1: float
+    norm2_w: torch.Tensor
+    norm2_b: torch.Tensor
+    eps2: float
+
+    @classmethod
+    def of(cls, layer: _TransformerLayer) -> _LayerTensors:
+        return cls(
+            layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias,
+            layer.linear1.weight, layer.linear1.bias, layer.linear2.weight, layer.linear2.bias,
+            layer.norm1.weight, layer.norm1.bias, layer.norm1.eps,
+            layer.norm2.weight, layer.norm2.bias, layer.norm2.eps,
+        )  # fmt: skip
+
+
 @dataclass
 class EncodecLMState:
     """Streaming state of [`EncodecLM`] for one sequence (B = 1).
@@ -267,7 +294,7 @@ class EncodecLM(nn.Module):
             # The original splits exactly like this in F._in_projection_packed (query is not key).
             w_q, w_kv = w.split([cfg.dim, 2 * cfg.dim])
             b_q, b_kv = b.split([cfg.dim, 2 * cfg.dim])
-            layers.append((w_q, b_q, w_kv, b_kv, layer))
+            layers.append((w_q, b_q, w_kv, b_kv, layer, _LayerTensors.of(layer)))
         self._packed = {
             "device": device,
             "layers": layers,
@@ -279,6 +306,10 @@ class EncodecLM(nn.Module):
             "zero_masks": {},
         }
         return self._packed
+
+    def load_state_dict(self, *args, **kwargs):
+        self._packed = None  # the packed copies (stacked embeddings and heads) would be stale
+        return super().load_state_dict(*args, **kwargs)
 
     def _apply(self, fn, *args, **kwargs):
         self._packed = None
@@ -323,7 +354,7 @@ class EncodecLM(nn.Module):
     def _attention(self, x: torch.Tensor, layer_index: int, state: EncodecLMState, packed: dict) -> torch.Tensor:
         """Self-attention of the new frame `x` `[1, 1, D]` over the stored past plus itself."""
         cfg = self.config
-        w_q, b_q, w_kv, b_kv, layer = packed["layers"][layer_index]
+        w_q, b_q, w_kv, b_kv, _, weights = packed["layers"][layer_index]
         inputs, keys, values = state.inputs[layer_index], state.keys[layer_index], state.values[layer_index]
         start, length = state.start, state.length
         inputs[start + length].copy_(x[0])
@@ -349,7 +380,7 @@ class EncodecLM(nn.Module):
         v = v.view(1, heads, num_keys, head_dim)
         out = F.scaled_dot_product_attention(q, k, v, self._zero_mask(num_keys, x.device), 0.0, False)
         out = out.permute(2, 0, 1, 3).reshape(1, cfg.dim)
-        out = F.linear(out, layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias)
+        out = F.linear(out, weights.out_w, weights.out_b)
         return out.view(1, 1, cfg.dim)
 
     def _advance(self, state: EncodecLMState, packed: dict) -> None:
@@ -407,10 +438,14 @@ class EncodecLM(nn.Module):
         norm_in = self.transformer.norm_in
         x = F.layer_norm(x, norm_in.normalized_shape, norm_in.weight, norm_in.bias, norm_in.eps)
         x = x + self._position_embedding(state.offset)
-        for index, (_, _, _, _, layer) in enumerate(packed["layers"]):
+        shape = (cfg.dim,)
+        for index, (_, _, _, _, _, w) in enumerate(packed["layers"]):
+            # Post-norm layer of nn.TransformerEncoderLayer, with the functional calls its modules make.
             attended = self._attention(x, index, state, packed)
-            x = layer.norm1(x + attended)
-            x = layer.norm2(x + layer.linear2(F.gelu(layer.linear1(x))))
+            x = F.layer_norm(x + attended, shape, w.norm1_w, w.norm1_b, w.eps1)
+            x = F.layer_norm(
+                x + F.linear(F.gelu(F.linear(x, w.l1_w, w.l1_b)), w.l2_w, w.l2_b), shape, w.norm2_w, w.norm2_b, w.eps2
+            )
         self._advance(state, packed)
         card = cfg.codebook_size
         if packed["batched_heads"]:
