@@ -61,8 +61,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--bandwidth", type=float, default=6.0)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--output", default="bench_out/bench_lm.json")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (Meta's benchmark.py uses 1)")
+    parser.add_argument("--output", default=None, help="default: bench_out/bench_lm_<model>_<threads>t.json")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         pair = ConvertedPair(args.model, Path(tmp))
@@ -130,8 +132,9 @@ def main() -> None:
         ("decompress, no LM", rows[False]["original_decompress"], rows[False]["ours_decompress"]),
     ):
         print(f"{label:28s}{orig:9.2f}s{ours:11.2f}s{orig / ours:9.1f}x{duration / ours:19.1f}x")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2))
+    output = Path(args.output or f"bench_out/bench_lm_{args.model}_{args.threads}t.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

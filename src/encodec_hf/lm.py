@@ -301,6 +301,7 @@ class EncodecLM(nn.Module):
             "stable_rows": stable,
             "batched_heads": batched_heads,
             "emb": torch.cat([e.weight for e in self.emb]).detach(),  # [n_q * (card + 1), dim]
+            "emb_offsets": torch.arange(cfg.num_codebooks, device=device) * (cfg.codebook_size + 1),
             "head_w": torch.cat([lin.weight for lin in self.linears]).detach(),  # [n_q * card, dim]
             "head_b": torch.cat([lin.bias for lin in self.linears]).detach(),
             "zero_masks": {},
@@ -371,17 +372,15 @@ class EncodecLM(nn.Module):
             kv = kv.unflatten(-1, (2, cfg.dim)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
             keys[start : start + num_keys].copy_(kv[0, :, 0])
             values[start : start + num_keys].copy_(kv[1, :, 0])
-        heads, head_dim = cfg.num_heads, cfg.dim // cfg.num_heads
-        q = F.linear(x, w_q, b_q)  # [1, 1, D] (T, B, D in the original; identical for T = B = 1)
-        q = q.view(1, heads, head_dim).transpose(0, 1).view(1, heads, 1, head_dim)
-        k = keys[start : start + num_keys].view(num_keys, heads, head_dim).transpose(0, 1)
-        v = values[start : start + num_keys].view(num_keys, heads, head_dim).transpose(0, 1)
-        k = k.view(1, heads, num_keys, head_dim)  # [B, H, S, hd] with the original's strides
-        v = v.view(1, heads, num_keys, head_dim)
+        heads, head_dim, dim = cfg.num_heads, cfg.dim // cfg.num_heads, cfg.dim
+        # [B, H, 1, hd] query and [B, H, S, hd] keys/values over the window, with the strides the original's
+        # view/transpose chain gives them (rows of D floats, heads 25 floats apart); fewer ops, same tensors.
+        q = F.linear(x, w_q, b_q).view(1, heads, 1, head_dim)
+        k = keys.as_strided((1, heads, num_keys, head_dim), (num_keys * dim, head_dim, dim, 1), start * dim)
+        v = values.as_strided((1, heads, num_keys, head_dim), (num_keys * dim, head_dim, dim, 1), start * dim)
         out = F.scaled_dot_product_attention(q, k, v, self._zero_mask(num_keys, x.device), 0.0, False)
-        out = out.permute(2, 0, 1, 3).reshape(1, cfg.dim)
-        out = F.linear(out, weights.out_w, weights.out_b)
-        return out.view(1, 1, cfg.dim)
+        # For one query the [B, H, 1, hd] output viewed as [1, 1, D] is the original's permute + reshape.
+        return F.linear(out.reshape(1, 1, dim), weights.out_w, weights.out_b)
 
     def _advance(self, state: EncodecLMState, packed: dict) -> None:
         """Keep the last `past_context` inputs (as `cat[past, x][-past_context:]`), sliding the window."""
@@ -427,13 +426,12 @@ class EncodecLM(nn.Module):
             raise ValueError(f"Codes must lie in [0, {cfg.codebook_size}).")
         packed = self._pack()
         device = packed["emb"].device
-        rows = packed["emb"].index_select(
-            0, indices.to(device) + torch.arange(num_codebooks, device=device) * (cfg.codebook_size + 1)
-        )  # [K, D]
+        rows = packed["emb"].index_select(0, indices.to(device) + packed["emb_offsets"][:num_codebooks])  # [K, D]
         # Sequential adds starting from 0, as Python's sum() over the K embeddings in the original.
+        rows = rows.unbind(0)
         x = 0 + rows[0]
-        for k in range(1, num_codebooks):
-            x = x + rows[k]
+        for row in rows[1:]:
+            x = x + row
         x = x.view(1, 1, cfg.dim)
         norm_in = self.transformer.norm_in
         x = F.layer_norm(x, norm_in.normalized_shape, norm_in.weight, norm_in.bias, norm_in.eps)
