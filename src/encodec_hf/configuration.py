@@ -12,6 +12,18 @@ from dataclasses import dataclass
 from transformers import PreTrainedConfig
 
 NORM_TYPES = ("weight_norm", "time_group_norm")
+
+
+def chunk_length_for(chunk_length_s: float | None, sampling_rate: int) -> int | None:
+    """Samples per chunk, or `None` when the whole input is one chunk."""
+    return None if chunk_length_s is None else int(chunk_length_s * sampling_rate)
+
+
+def chunk_stride_for(chunk_length_s: float | None, overlap: float | None, sampling_rate: int) -> int | None:
+    """Samples between chunk starts (chunk length minus the overlap), or `None`."""
+    if chunk_length_s is None or overlap is None:
+        return None
+    return max(1, int((1.0 - overlap) * chunk_length_for(chunk_length_s, sampling_rate)))
 PAD_MODES = ("reflect", "constant", "replicate", "circular")
 
 
@@ -121,14 +133,12 @@ class EncodecConfig(PreTrainedConfig):
     @property
     def chunk_length(self) -> int | None:
         """Samples per chunk, or `None` when the whole input is one chunk."""
-        return None if self.chunk_length_s is None else int(self.chunk_length_s * self.sampling_rate)
+        return chunk_length_for(self.chunk_length_s, self.sampling_rate)
 
     @property
     def chunk_stride(self) -> int | None:
         """Samples between chunk starts (chunk_length minus the overlap), or `None`."""
-        if self.chunk_length_s is None or self.overlap is None:
-            return None
-        return max(1, int((1.0 - self.overlap) * self.chunk_length))
+        return chunk_stride_for(self.chunk_length_s, self.overlap, self.sampling_rate)
 
     @property
     def hop_length(self) -> int:

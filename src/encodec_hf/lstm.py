@@ -1,0 +1,30 @@
+"""The LSTM block between the convolutional stack and the latent space."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class EncodecLSTM(nn.Module):
+    """Multi-layer LSTM with a skip connection: `[B, C, T] -> [B, C, T]`.
+
+    Runs time-major (as the checkpoints were trained); the state starts at zero on every call. The streaming
+    path (``streaming.py``) carries ``(h, c)`` across calls instead.
+    """
+
+    def __init__(self, dimension: int, num_layers: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(dimension, dimension, num_layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_state(x)[0]
+
+    def forward_with_state(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Runs from ``state`` (zeros if `None`); returns the output `[B, C, T]` and the final `(h, c)`,
+        each `[num_layers, B, C]`."""
+        x = x.permute(2, 0, 1)  # [T, B, C]
+        y, new_state = self.lstm(x, state)
+        return (y + x).permute(1, 2, 0), new_state

@@ -1,0 +1,105 @@
+"""Shared fixtures: tiny random configs, and transformers reference models saved to disk.
+
+Reference models come from transformers' own ``EncodecModel`` with random weights (its codebooks start at zero,
+so we fill them with noise), saved with ``save_pretrained`` and loaded by encodec_hf from that folder: the same
+path a user takes with a Hub checkpoint.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from encodec_hf import EncodecConfig, EncodecModel
+
+CONFIG_FIELDS = set(transformers.EncodecConfig().to_dict())
+
+
+def tiny_config(**overrides) -> EncodecConfig:
+    """A causal 24 kHz-like model small enough for property tests (hop 8, up to 4 codebooks of 64)."""
+    base = dict(
+        num_filters=4,
+        hidden_size=8,
+        codebook_dim=8,
+        upsampling_ratios=[4, 2],
+        num_lstm_layers=1,
+        codebook_size=64,
+        sampling_rate=8000,
+        target_bandwidths=[6.0, 12.0, 24.0],  # 1, 2, 4 codebooks of 6 bits at 1000 frames/s
+    )
+    base.update(overrides)
+    return EncodecConfig(**base)
+
+
+def tiny_chunked_config(**overrides) -> EncodecConfig:
+    """A 48 kHz-like stereo model: non-causal, time group norm, 0.1 s chunks with 10 % overlap."""
+    return tiny_config(
+        audio_channels=2,
+        normalize=True,
+        chunk_length_s=0.1,
+        overlap=0.1,
+        norm_type="time_group_norm",
+        use_causal_conv=False,
+        **overrides,
+    )
+
+
+def reference_from_config(config: EncodecConfig, seed: int = 0) -> transformers.EncodecModel:
+    """transformers' EncodecModel with the same hyper-parameters and random weights (codebooks included)."""
+    torch.manual_seed(seed)
+    fields = {k: v for k, v in config.to_dict().items() if k in CONFIG_FIELDS}
+    model = transformers.EncodecModel(transformers.EncodecConfig(**fields)).eval()
+    with torch.no_grad():
+        for layer in model.quantizer.layers:
+            layer.codebook.embed.normal_()
+        # Non-trivial group-norm affine parameters, so a wrong norm placement cannot go unnoticed.
+        for name, param in model.named_parameters():
+            if ".norm." in name:
+                param.add_(0.1 * torch.randn_like(param))
+    return model
+
+
+@pytest.fixture(scope="session")
+def saved_reference(tmp_path_factory):
+    """Factory: (preset name) -> (transformers model, folder it was saved to), built once per session."""
+    cache: dict[str, tuple[transformers.EncodecModel, str]] = {}
+    presets = {
+        "24khz": EncodecConfig.encodec_24khz,
+        "48khz": EncodecConfig.encodec_48khz,
+        "32khz": EncodecConfig.encodec_32khz,
+        "tiny": tiny_config,
+        "tiny_chunked": tiny_chunked_config,
+    }
+
+    def get(name: str):
+        if name not in cache:
+            reference = reference_from_config(presets[name]())
+            folder = tmp_path_factory.mktemp(f"ref_{name}")
+            reference.save_pretrained(folder)
+            cache[name] = (reference, str(folder))
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def model_pair(saved_reference):
+    """Factory: (preset name) -> (transformers model, encodec_hf model) holding identical weights."""
+    cache: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in cache:
+            reference, folder = saved_reference(name)
+            cache[name] = (reference, EncodecModel.from_pretrained(folder).eval())
+        return cache[name]
+
+    return get
+
+
+def audio(batch: int, channels: int, length: int, seed: int = 0) -> torch.Tensor:
+    """Smooth-ish random audio in [-1, 1]: noise plus a sine, so scales and codes vary along time."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(length) / 1000.0
+    x = 0.1 * torch.randn(batch, channels, length, generator=g) + 0.3 * torch.sin(2 * torch.pi * 3 * t)
+    return x.clamp(-1, 1)

@@ -1,0 +1,75 @@
+"""Batch = per item, exact output lengths, and the documented output shapes (hypothesis over lengths)."""
+
+from __future__ import annotations
+
+import torch
+from conftest import audio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from encodec_hf import EncodecDecoderOutput, EncodecEncoderOutput, EncodecOutput
+
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _check_batch_equals_items(model, lengths, bandwidth):
+    channels = model.config.audio_channels
+    clips = [audio(1, channels, n, seed=n)[0] for n in lengths]
+    width = max(lengths)
+    x = torch.zeros(len(clips), channels, width)
+    mask = torch.zeros(len(clips), width, dtype=torch.bool)
+    for i, clip in enumerate(clips):
+        x[i, :, : clip.shape[-1]] = clip
+        mask[i, : clip.shape[-1]] = True
+    with torch.inference_mode():
+        batch = model.encode(x, mask, bandwidth=bandwidth)
+        batch_audio = model.decode(**batch).audio_values
+        assert batch_audio.shape == (len(clips), channels, width)
+        for i, clip in enumerate(clips):
+            alone = model.encode(clip[None], bandwidth=bandwidth)
+            chunks, _, _, frames = alone.audio_codes.shape
+            assert torch.equal(batch.audio_codes[:chunks, i : i + 1, :, :frames], alone.audio_codes)
+            alone_audio = model.decode(**alone).audio_values
+            assert alone_audio.shape[-1] == clip.shape[-1]
+            torch.testing.assert_close(batch_audio[i : i + 1, :, : clip.shape[-1]], alone_audio, atol=1e-5, rtol=0)
+
+
+@SETTINGS
+@given(lengths=st.lists(st.integers(1, 700), min_size=1, max_size=4), bw=st.sampled_from([6.0, 24.0]))
+def test_causal_batch_equals_items(model_pair, lengths, bw):
+    _check_batch_equals_items(model_pair("tiny")[1], lengths, bw)
+
+
+@SETTINGS
+@given(lengths=st.lists(st.integers(1, 2500), min_size=1, max_size=3), bw=st.sampled_from([6.0, 24.0]))
+def test_chunked_stereo_batch_equals_items(model_pair, lengths, bw):
+    _check_batch_equals_items(model_pair("tiny_chunked")[1], lengths, bw)
+
+
+def test_documented_output_shapes(model_pair):
+    """Pins the shapes the docstrings state, so they cannot drift."""
+    _, model = model_pair("tiny_chunked")  # 0.1 s chunks of 800 samples, stride 720, hop 8, 2 channels
+    x = audio(3, 2, 2000)
+    with torch.inference_mode():
+        enc = model.encode(x, bandwidth=12.0)
+        assert isinstance(enc, EncodecEncoderOutput)
+        assert enc.audio_codes.shape == (3, 3, 2, 100)  # [chunks, B, K, F]
+        assert len(enc.audio_scales) == 3 and enc.audio_scales[0].shape == (3, 1)
+        assert enc.last_frame_pad_length == 100 - 70  # last chunk: 2000 - 1440 = 560 samples = 70 frames
+        assert enc.audio_length.tolist() == [2000] * 3
+        codes, scales, pad = model.encode(x, bandwidth=12.0, return_dict=False)
+        assert torch.equal(codes, enc.audio_codes) and pad == enc.last_frame_pad_length
+        dec = model.decode(**enc)
+        assert isinstance(dec, EncodecDecoderOutput) and dec.audio_values.shape == (3, 2, 2000)
+        # Without mask or length, every frame is decoded, as transformers does.
+        untrimmed = model.decode(enc.audio_codes, enc.audio_scales, last_frame_pad_length=pad).audio_values
+        assert untrimmed.shape == (3, 2, 720 * 2 + 70 * 8)
+        out = model(x, bandwidth=12.0)
+        assert isinstance(out, EncodecOutput) and out.audio_values.shape == x.shape
+        assert model(x, bandwidth=12.0, return_dict=False)[1].shape == x.shape
+
+
+def test_default_bandwidth_is_the_lowest_as_in_transformers(model_pair):
+    _, model = model_pair("tiny")
+    with torch.inference_mode():
+        assert model.encode(audio(1, 1, 100)).audio_codes.shape[2] == 1

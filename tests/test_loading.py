@@ -1,0 +1,239 @@
+"""Loading and saving checkpoints: Hub key layouts, file formats, the offline Hub cache, mismatch errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import audio, tiny_chunked_config, tiny_config
+from safetensors.torch import load_file, save_file
+
+from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
+from encodec_hf.errors import CheckpointMismatchError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# config.json of facebook/encodec_24khz as stored on the Hub (saved with transformers 4.31).
+HUB_24KHZ_CONFIG = {
+    "architectures": ["EncodecModel"],
+    "audio_channels": 1,
+    "chunk_length_s": None,
+    "codebook_dim": 128,
+    "codebook_size": 1024,
+    "compress": 2,
+    "dilation_growth_rate": 2,
+    "hidden_size": 128,
+    "kernel_size": 7,
+    "last_kernel_size": 7,
+    "model_type": "encodec",
+    "norm_type": "weight_norm",
+    "normalize": False,
+    "num_filters": 32,
+    "num_lstm_layers": 2,
+    "num_residual_layers": 1,
+    "overlap": None,
+    "pad_mode": "reflect",
+    "residual_kernel_size": 3,
+    "sampling_rate": 24000,
+    "target_bandwidths": [1.5, 3.0, 6.0, 12.0, 24.0],
+    "torch_dtype": "float32",
+    "transformers_version": "4.31.0.dev0",
+    "trim_right_ratio": 1.0,
+    "upsampling_ratios": [8, 5, 4, 2],
+    "use_causal_conv": True,
+}
+HUB_24KHZ_PREPROCESSOR = {
+    "chunk_length_s": None,
+    "feature_extractor_type": "EncodecFeatureExtractor",
+    "feature_size": 1,
+    "overlap": None,
+    "padding_side": "right",
+    "padding_value": 0.0,
+    "return_attention_mask": True,
+    "sampling_rate": 24000,
+}
+
+
+def _legacy_state_dict(folder: str) -> dict[str, torch.Tensor]:
+    """The state dict with weight norm stored as ``weight_g``/``weight_v``, as the Hub files have it."""
+    renamed = {}
+    for key, value in load_file(os.path.join(folder, "model.safetensors")).items():
+        key = key.replace(".parametrizations.weight.original0", ".weight_g")
+        key = key.replace(".parametrizations.weight.original1", ".weight_v")
+        renamed[key] = value.contiguous()
+    return renamed
+
+
+def _outputs(model, x):
+    with torch.inference_mode():
+        enc = model.encode(x, bandwidth=model.config.target_bandwidths[-1])
+        return enc.audio_codes, model.decode(**enc).audio_values
+
+
+def test_hub_config_json_loads_with_all_fields(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(HUB_24KHZ_CONFIG))
+    config = EncodecConfig.from_pretrained(tmp_path)
+    assert config.model_type == "encodec"
+    assert (config.hop_length, config.frame_rate, config.num_quantizers, config.codebook_nbits) == (320, 75, 32, 10)
+    assert config.codebook_dim == 128 and config.use_conv_shortcut
+
+
+@pytest.mark.parametrize("file_format", ["safetensors", "bin"])
+def test_legacy_weight_norm_names_load(saved_reference, tmp_path, file_format):
+    reference, folder = saved_reference("tiny")
+    shutil.copy(os.path.join(folder, "config.json"), tmp_path / "config.json")
+    state = _legacy_state_dict(folder)
+    assert any(k.endswith(".weight_g") for k in state)
+    if file_format == "safetensors":
+        save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    else:
+        torch.save(state, tmp_path / "pytorch_model.bin")
+    model = EncodecModel.from_pretrained(tmp_path).eval()
+    x = audio(2, 1, 333)
+    codes, values = _outputs(model, x)
+    with torch.inference_mode():
+        ref = reference.encode(x, bandwidth=model.config.target_bandwidths[-1])
+        ref_values = reference.decode(ref.audio_codes, ref.audio_scales, torch.ones(2, 333)).audio_values
+    assert torch.equal(codes, ref.audio_codes)
+    torch.testing.assert_close(values, ref_values, atol=1e-5, rtol=0)
+
+
+def test_save_pretrained_round_trip_writes_safetensors(model_pair, tmp_path):
+    _, model = model_pair("tiny_chunked")
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and not (tmp_path / "pytorch_model.bin").exists()
+    reloaded = EncodecModel.from_pretrained(tmp_path).eval()
+    x = audio(1, 2, 2000)
+    for a, b in zip(_outputs(model, x), _outputs(reloaded, x), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_feature_extractor_loads_hub_preprocessor_config(tmp_path):
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(HUB_24KHZ_PREPROCESSOR))
+    fe = EncodecFeatureExtractor.from_pretrained(tmp_path)
+    assert (fe.feature_size, fe.sampling_rate, fe.chunk_length, fe.padding_side) == (1, 24000, None, "right")
+
+
+def _lay_out_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> str:
+    """Writes ``models--org--name/{blobs,refs/main,snapshots/<commit>}`` the way huggingface_hub does."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+    return commit
+
+
+def test_from_pretrained_by_repo_id_from_offline_hub_cache(saved_reference, tmp_path):
+    """`from_pretrained("facebook/encodec_24khz")` resolved from a Hub cache on disk, with HF_HUB_OFFLINE=1."""
+    reference, folder = saved_reference("tiny")
+    state = _legacy_state_dict(folder)
+    weights = tmp_path / "w.safetensors"
+    save_file(state, weights, metadata={"format": "pt"})
+    config = json.loads(Path(folder, "config.json").read_text())
+    preprocessor = dict(HUB_24KHZ_PREPROCESSOR, sampling_rate=config["sampling_rate"])
+    cache = tmp_path / "hub"
+    _lay_out_hub_cache(
+        cache,
+        "facebook/encodec_24khz",
+        {
+            "config.json": json.dumps(config).encode(),
+            "preprocessor_config.json": json.dumps(preprocessor).encode(),
+            "model.safetensors": weights.read_bytes(),
+        },
+    )
+    x = audio(1, 1, 500)
+    torch.save(x, tmp_path / "x.pt")
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from encodec_hf import EncodecFeatureExtractor, EncodecModel
+        model = EncodecModel.from_pretrained("facebook/encodec_24khz").eval()
+        fe = EncodecFeatureExtractor.from_pretrained("facebook/encodec_24khz")
+        assert fe.sampling_rate == model.config.sampling_rate
+        x = torch.load({str(tmp_path / "x.pt")!r})
+        with torch.inference_mode():
+            codes = model.encode(x, bandwidth=12.0).audio_codes
+        torch.save(codes, {str(tmp_path / "codes.pt")!r})
+        """
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / "home"))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with torch.inference_mode():
+        expected = reference.encode(x, bandwidth=12.0).audio_codes
+    assert torch.equal(torch.load(tmp_path / "codes.pt"), expected)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"use_conv_shortcut": False}, "unexpected"),  # weights have shortcut convs the config does not
+        ({"target_bandwidths": [6.0, 12.0, 48.0]}, "missing"),  # config wants more codebooks than stored
+        ({"num_filters": 8}, "config"),  # every conv has the wrong shape
+    ],
+)
+def test_checkpoint_whose_config_and_weights_disagree_is_refused(saved_reference, tmp_path, change, message):
+    _, folder = saved_reference("tiny")
+    shutil.copy(os.path.join(folder, "model.safetensors"), tmp_path / "model.safetensors")
+    config = json.loads(Path(folder, "config.json").read_text())
+    config.update(change)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointMismatchError, match=message):
+        EncodecModel.from_pretrained(tmp_path)
+
+
+def test_folded_weight_norm_follows_weight_updates(model_pair):
+    """Weight norm is computed once for inference, and recomputed after the weights change in place."""
+    _, model = model_pair("tiny")
+    model = EncodecModel(model.config).eval()
+    model.load_state_dict(model_pair("tiny")[1].state_dict())
+    x = audio(1, 1, 400)
+    with torch.inference_mode():
+        before = model.encoder(x)
+        conv = model.encoder.layers[0]
+        assert conv._folded.get(conv.conv) is conv._folded.get(conv.conv)  # cached, not recomputed
+    with torch.no_grad():
+        conv.conv.parametrizations.weight.original0.mul_(2.0)
+    with torch.inference_mode():
+        after = model.encoder(x)
+    live = model.encoder.layers[0].conv.weight  # recomputed through the parametrization
+    assert not torch.equal(before, after)
+    assert torch.equal(conv._folded.get(conv.conv), live.detach())
+
+
+def test_training_mode_gradients_reach_weight_norm_parameters():
+    model = EncodecModel(tiny_config()).train()
+    x = audio(1, 1, 160)
+    model.encoder(x).pow(2).mean().backward()
+    g = model.encoder.layers[0].conv.parametrizations.weight.original0
+    assert g.grad is not None and g.grad.abs().sum() > 0
+
+
+def test_chunked_tiny_config_round_trips_through_transformers(saved_reference, tmp_path):
+    """A folder saved by encodec_hf loads in transformers with identical outputs (the other direction)."""
+    import transformers
+
+    model = EncodecModel(tiny_chunked_config()).eval()
+    model.save_pretrained(tmp_path)
+    theirs = transformers.EncodecModel.from_pretrained(tmp_path).eval()
+    x = audio(1, 2, 1234)
+    with torch.inference_mode():
+        a = model.encode(x, bandwidth=12.0)
+        b = theirs.encode(x, bandwidth=12.0)
+    assert torch.equal(a.audio_codes, b.audio_codes)
