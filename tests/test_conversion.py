@@ -133,3 +133,16 @@ def test_musicgen_compression_state_dict(tmp_path):
         expected = original.encode(x)[0][0]
         got = model.encode(x, bandwidth=2.2).audio_codes[0]
     assert torch.equal(got, expected)
+
+
+def test_transformers_loads_the_folder_too(pair):
+    import transformers
+
+    hf = transformers.EncodecModel.from_pretrained(pair.folder).eval()
+    x = 0.1 * torch.randn(1, pair.original.channels, pair.original.sample_rate // 2)
+    bandwidth = pair.original.target_bandwidths[1]
+    with torch.no_grad():
+        ours = pair.model.encode(x, bandwidth=bandwidth).audio_codes
+        theirs = hf.encode(x, bandwidth=bandwidth).audio_codes
+    assert type(pair.model).__module__.startswith("encodec_hf")
+    assert torch.equal(ours, theirs)

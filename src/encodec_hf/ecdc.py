@@ -132,17 +132,14 @@ def ecdc_model_name(config) -> str:
     return inferred
 
 
-def _model_class():
-    try:
-        from .modeling import EncodecModel
-    except ImportError:  # the core model is not in this checkout: transformers' has the same contract
-        from transformers import EncodecModel
-    return EncodecModel
-
-
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """`EncodecModel.from_pretrained(name_or_path)` in eval mode on `device`."""
-    return _model_class().from_pretrained(os.fspath(name_or_path)).to(device).eval()
+    """`EncodecModel.from_pretrained(name_or_path)` in eval mode on `device`.
+
+    `compress` / `decompress` also accept transformers' `EncodecModel` (same contract) as a model object.
+    """
+    from .modeling import EncodecModel  # imported here: ecdc is imported by the package before modeling
+
+    return EncodecModel.from_pretrained(os.fspath(name_or_path)).to(device).eval()
 
 
 def _resolve_model(model, device) -> tuple[Any, str | None]:
