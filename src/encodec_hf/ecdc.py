@@ -387,7 +387,7 @@ def decompress(
     lm_model = _lm_for(_resolve_lm(lm, source, None), config, header.num_codebooks) if header.use_lm else None
 
     chunks, scales = [], []
-    for samples, frames in segments:
+    for _, frames in segments:
         if config.normalize:
             if offset + _SCALE.size > len(data):
                 raise EcdcFormatError("Truncated .ecdc file: a chunk's scale is missing.")
@@ -407,7 +407,6 @@ def decompress(
             if progress is not None:
                 progress(frames)
         chunks.append(codes)
-        del samples
     model_device = next(model.parameters()).device
     longest = max(c.shape[1] for c in chunks)
     pad = longest - chunks[-1].shape[1]
