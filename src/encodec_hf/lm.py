@@ -208,7 +208,7 @@ class EncodecLM(nn.Module):
     ```python
     >>> lm = EncodecLM(EncodecLMConfig(num_codebooks=8, past_context=262)).eval()
     >>> state = lm.init_state()
-    >>> probs = lm.step(None, state)  # [K, card] for the first frame
+    >>> probs = lm.step_first(8, state)  # [K, card] for the first frame
     >>> cdfs = lm.step_cdfs(torch.tensor([3, 1, 4, 1, 5, 9, 2, 6]), state)  # int64 [K, card] for the second
     ```
     """
@@ -403,9 +403,8 @@ class EncodecLM(nn.Module):
     def step(self, previous_codes: torch.Tensor | list[int] | None, state: EncodecLMState) -> torch.Tensor:
         """Probabilities `[K, card]` for the next frame given the codes `[K]` of the previous one.
 
-        Pass `None` for the first frame of a segment (the original feeds index 0, "missing"). K is taken from
-        `previous_codes` (or `state.previous_codes`' length, or must be set with `num_codebooks` via
-        `step_first`); it may be smaller than `config.num_codebooks`: only the first K heads are used.
+        The first frame of a segment has no previous codes: use `step_first`. K may be smaller than
+        `config.num_codebooks`; only the first K embeddings and heads are used, as in the original.
         """
         if previous_codes is None:
             raise ValueError("Use step_first(num_codebooks, state) for the first frame of a segment.")
