@@ -152,7 +152,7 @@ def real_files(pairs):
     return out
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     key=st.sampled_from(
         [("encodec_24khz", False), ("encodec_24khz", True), ("encodec_48khz", False), ("encodec_48khz", True)]
