@@ -28,7 +28,6 @@ setup(
         "numpy>=1.24",
         "soundfile>=0.12",
         # Resampling in the datasets recipe (the resampler librosa uses; small wheel, numpy only).
-        "soxr>=0.3",
         "tqdm>=4.60",
     ],
     extras_require={

@@ -2,7 +2,9 @@
 
 from .auto import register, unregister
 from .configuration import EncodecConfig
+from .ecdc import compress, compress_to_file, decompress, decompress_from_file
 from .feature_extraction import EncodecFeatureExtractor
+from .lm import EncodecLM, EncodecLMConfig
 from .modeling import (
     EncodecDecoderOutput,
     EncodecEncoderOutput,
@@ -18,10 +20,16 @@ __all__ = [
     "EncodecDecoderOutput",
     "EncodecEncoderOutput",
     "EncodecFeatureExtractor",
+    "EncodecLM",
+    "EncodecLMConfig",
     "EncodecModel",
     "EncodecOutput",
     "EncodecPreTrainedModel",
     "__version__",
+    "compress",
+    "compress_to_file",
+    "decompress",
+    "decompress_from_file",
     "register",
     "unregister",
 ]

@@ -12,7 +12,7 @@ Requests:
 * `parameters`: `task` (`"encode"`, `"decode"` or `"roundtrip"`; default `encode` for audio, `decode`
   for codes) and `bandwidth` (kbps, one of the model's `target_bandwidths`; default: the model's).
 
-Audio is resampled to the model rate (soxr) and mono/stereo converted to the model's channel count.
+Audio is resampled to the model rate (`encodec_hf.audio_io`) and mono/stereo converted to the model's channel count.
 Responses: `encode` gives the codes dict plus `sampling_rate`, `bandwidth` and `frame_rate`; `decode`
 gives `{"audio": <base64 WAV, float32>, "sampling_rate", "num_samples"}`; `roundtrip` gives both.
 Everything happens in memory: nothing is written to disk.
@@ -39,7 +39,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
+import torch
 
+from .audio_io import convert_audio
 from .clip_codec import ClipCodes, check_bandwidth, check_codes, decode_clip, encode_clips
 from .errors import EncodecInputError
 
@@ -115,14 +117,9 @@ def _decode_audio_bytes(payload: bytes, config, max_duration_s: float) -> np.nda
     audio = np.ascontiguousarray(data.T)  # [C, T]
     if not np.all(np.isfinite(audio)):
         raise EndpointRequestError("The audio contains NaN or infinite samples.")
-    if audio.shape[0] != config.audio_channels:
-        # Like Meta's CLI: average to mono, or duplicate mono to stereo.
-        audio = audio.mean(0, keepdims=True) if config.audio_channels == 1 else np.repeat(audio, 2, axis=0)
-    if rate != config.sampling_rate:
-        import soxr
-
-        audio = np.ascontiguousarray(soxr.resample(audio.T, rate, config.sampling_rate, quality="HQ").T)
-    return audio.astype(np.float32, copy=False)
+    # Like Meta's CLI: average to mono or duplicate mono to stereo, then resample to the model's rate.
+    audio = convert_audio(torch.from_numpy(audio), rate, config.sampling_rate, config.audio_channels)
+    return np.ascontiguousarray(audio.numpy(), dtype=np.float32)
 
 
 def parse_request(data: Any, config, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> Request:

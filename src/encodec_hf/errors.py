@@ -33,3 +33,7 @@ class StreamingNotSupportedError(RuntimeError):
 
 class StreamClosedError(RuntimeError):
     """A streaming encoder or decoder was used after ``close()`` or after it was marked broken."""
+
+
+class MissingLMError(ValueError):
+    """An ``.ecdc`` file needs the entropy-coding LM but the model folder or repository has no LM weights."""

@@ -13,8 +13,9 @@ Recipe (one machine; see the README for GPUs and clusters)::
 Why `decode=False`: `datasets` >= 4 decodes audio through torchcodec, which needs FFmpeg and has been
 reported to downmix stereo to mono (huggingface/datasets#8005). The column keeps its target
 `sampling_rate` in the `Audio` feature, but the bytes are decoded here with soundfile (libsndfile:
-WAV, FLAC, OGG, ...; every channel kept) and resampled with soxr when the file's rate differs. Columns
-that are already decoded (torchcodec decoders or `{"array", "sampling_rate"}` dicts) are accepted too.
+WAV, FLAC, OGG, ...; every channel kept) and resampled with `encodec_hf.audio_io.resample` when the file's
+rate differs. Columns that are already decoded (torchcodec decoders or `{"array", "sampling_rate"}` dicts)
+are accepted too.
 
 Output columns: `audio_codes` (`[N, K, F]` int16: chunks, codebooks, frames), `audio_scales` (`[N]`
 float32, only for models with `normalize=True` such as 48 kHz) and `num_samples` (clip length at the
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .audio_io import convert_audio
 from .clip_codec import ClipCodes, check_bandwidth, codes_dtype, decode_clip, encode_clips, load_model
 from .errors import EncodecInputError, SamplingRateError
 
@@ -62,16 +64,6 @@ SHARD_FORMATS = ("parquet", "arrow")
 # --------------------------------------------------------------------------------------------------
 # Decoding a dataset audio value (stereo-safe) and bringing it to the model's rate and channels.
 # --------------------------------------------------------------------------------------------------
-
-
-def _resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Resample `[C, T]` audio with soxr (the resampler librosa uses), channels kept."""
-    if orig_rate == target_rate:
-        return audio
-    import soxr
-
-    out = soxr.resample(np.ascontiguousarray(audio.T), orig_rate, target_rate, quality="HQ")  # [T', C]
-    return np.ascontiguousarray(out.reshape(out.shape[0], -1).T, dtype=np.float32)
 
 
 def decode_audio_value(value: Any) -> tuple[np.ndarray, int]:
@@ -114,20 +106,19 @@ def decode_audio_value(value: Any) -> tuple[np.ndarray, int]:
 def _to_model_audio(audio: np.ndarray, rate: int, config, convert_channels: bool, where: str) -> np.ndarray:
     """Resample to `config.sampling_rate` and check / convert the channel count. `[C, T]` in and out."""
     channels = audio.shape[0]
-    if channels != config.audio_channels:
-        if not convert_channels:
-            hint = (
-                " If this column was decoded by datasets/torchcodec, it may have been downmixed "
-                "(huggingface/datasets#8005): cast it with cast_audio_for_model(...) to decode it here."
-                if channels == 1
-                else ""
-            )
-            raise EncodecInputError(
-                f"{where}: audio has {channels} channel(s) but the model expects {config.audio_channels}. "
-                f"Pass convert_channels=True to average to mono / duplicate to stereo.{hint}"
-            )
-        audio = audio.mean(axis=0, keepdims=True) if config.audio_channels == 1 else np.repeat(audio[:1], 2, axis=0)
-    return _resample(audio, rate, config.sampling_rate)
+    if channels != config.audio_channels and not convert_channels:
+        hint = (
+            " If this column was decoded by datasets/torchcodec, it may have been downmixed "
+            "(huggingface/datasets#8005): cast it with cast_audio_for_model(...) to decode it here."
+            if channels == 1
+            else ""
+        )
+        raise EncodecInputError(
+            f"{where}: audio has {channels} channel(s) but the model expects {config.audio_channels}. "
+            f"Pass convert_channels=True to average to mono / duplicate to stereo.{hint}"
+        )
+    converted = convert_audio(torch.from_numpy(audio), rate, config.sampling_rate, config.audio_channels)
+    return np.ascontiguousarray(converted.numpy(), dtype=np.float32)
 
 
 def cast_audio_for_model(dataset, column: str = "audio", sampling_rate: int | None = None, config=None):

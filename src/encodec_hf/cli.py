@@ -1,0 +1,243 @@
+"""`encodec-hf`: compress audio to `.ecdc` files and back, as Meta's `encodec` command does.
+
+    encodec-hf compress IN [OUT.ecdc|OUT.wav] [-b BANDWIDTH] [--lm] [--model REPO_OR_DIR] [--device cpu|cuda] [-f]
+    encodec-hf decompress IN.ecdc [OUT.wav] [--model REPO_OR_DIR] [--device cpu|cuda] [-f] [-r]
+    encodec-hf IN [OUT]          # picks by suffix: .ecdc in -> decompress, anything else -> compress
+    encodec-hf encode-dataset ...   # see encodec_hf.hf_datasets
+    encodec-hf serve ...            # see encodec_hf.endpoint
+
+Subcommands live in the `SUBCOMMANDS` table: a new one (e.g. `encode-dataset`, `serve`) is one
+`Subcommand(help, add_arguments, run)` entry, so front-ends can grow without touching the others.
+Only this module prints; everything it calls reports through exceptions and logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL = "facebook/encodec_24khz"
+HQ_MODEL = "facebook/encodec_48khz"
+PROGRESS_MIN_FRAMES = 750  # show a progress bar from 10 s of audio at 75 frames/s
+
+
+class CliError(Exception):
+    """A user error: printed as `error: ...`, exit status 1."""
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; it replaces `path` only if the block succeeds."""
+    if path.exists() and not force:
+        raise CliError(f"Output file {path} exists. Use -f / --force to overwrite.")
+    if not path.parent.is_dir():
+        raise CliError(f"Output folder for {path} does not exist.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _progress(total: int, description: str) -> Iterator[Callable[[int], None] | None]:
+    if total < PROGRESS_MIN_FRAMES:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=description, unit="frame", file=sys.stderr, leave=False) as bar:
+        yield bar.update
+
+
+def _check_input(path: Path) -> None:
+    if not path.is_file():
+        raise CliError(f"Input file {path} does not exist.")
+
+
+def _decoded_suffix_ok(path: Path) -> bool:
+    return path.suffix.lower() in (".wav", ".flac")
+
+
+# --------------------------------------------------------------------------------------------- compress
+def _add_compress_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="audio file (anything soundfile reads: wav, flac, ogg, ...)")
+    parser.add_argument(
+        "output", type=Path, nargs="?", help="OUT.ecdc, or OUT.wav for a round trip (default: IN.ecdc)"
+    )
+    parser.add_argument("-b", "--bandwidth", type=float, default=6.0, help="target bandwidth in kbps (default 6)")
+    parser.add_argument("-l", "--lm", action="store_true", help="entropy-code with the LM: smaller, much slower")
+    parser.add_argument("-q", "--hq", action="store_true", help=f"use the 48 kHz stereo model ({HQ_MODEL})")
+    parser.add_argument("-r", "--rescale", action="store_true", help="rescale instead of clipping (.wav output)")
+    _add_common_arguments(parser)
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help=f"model folder or Hub repository (default {DEFAULT_MODEL})")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the codec runs (the LM: CPU)")
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import ecdc
+    from .audio_io import convert_audio, load_audio
+
+    _check_input(args.input)
+    output = args.output or args.input.with_suffix(".ecdc")
+    if output.suffix.lower() != ".ecdc" and not _decoded_suffix_ok(output):
+        raise CliError("Output extension must be .wav or .ecdc")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda was asked for but CUDA is not available.")
+    with atomic_output(output, args.force) as tmp:
+        model = ecdc.load_model(args.model or (HQ_MODEL if args.hq else DEFAULT_MODEL), args.device)
+        config = model.config
+        if args.bandwidth not in config.target_bandwidths:
+            raise CliError(
+                f"Bandwidth {args.bandwidth:g} is not supported by the model {ecdc.ecdc_model_name(config)}; "
+                f"choose one of {', '.join(f'{b:g}' for b in config.target_bandwidths)}."
+            )
+        audio, sampling_rate = load_audio(args.input)
+        if audio.shape[0] != config.audio_channels:
+            _err(f"Converting {audio.shape[0]} channel(s) to {config.audio_channels}.")
+        if sampling_rate != config.sampling_rate:
+            _err(f"Resampling from {sampling_rate} Hz to {config.sampling_rate} Hz.")
+        audio = convert_audio(audio, sampling_rate, config.sampling_rate, config.audio_channels)
+        with _progress(ecdc.total_frames(config, audio.shape[1]), "compress") as progress:
+            data = ecdc.compress(model, audio, bandwidth=args.bandwidth, use_lm=args.lm, progress=progress)
+        if output.suffix.lower() == ".ecdc":
+            tmp.write_bytes(data)
+        else:
+            with _progress(ecdc.total_frames(config, audio.shape[1]), "decompress") as progress:
+                decoded, sr = ecdc.decompress(data, model=model, progress=progress)
+            _save(tmp, decoded, sr, args.rescale, output)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- decompress
+def _add_decompress_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="an .ecdc file")
+    parser.add_argument("output", type=Path, nargs="?", help="OUT.wav (default: IN_decompressed.wav)")
+    parser.add_argument("-r", "--rescale", action="store_true", help="rescale the output instead of clipping it")
+    _add_common_arguments(parser)
+
+
+def _save(tmp: Path, audio, sampling_rate: int, rescale: bool, output: Path) -> None:
+    from .audio_io import save_audio
+
+    peak = save_audio(tmp, audio, sampling_rate, rescale=rescale, format=output.suffix.lstrip(".").upper())
+    if peak > 0.99 and not rescale:
+        _err(
+            f"Clipping!! max scale {peak}, limit is 0.99. "
+            "To avoid clipping, use the `-r` option to rescale the output."
+        )
+
+
+def run_decompress(args: argparse.Namespace) -> int:
+    from . import ecdc
+
+    _check_input(args.input)
+    output = args.output or args.input.with_name(args.input.stem + "_decompressed.wav")
+    if not _decoded_suffix_ok(output):
+        raise CliError("Output extension must be .wav (or .flac)")
+    data = args.input.read_bytes()
+    header, _ = ecdc.read_header(data)  # fail fast, before loading any model
+    with atomic_output(output, args.force) as tmp:
+        model = ecdc.load_model(
+            args.model or ecdc.DEFAULT_MODEL_REPOS.get(header.model_name, DEFAULT_MODEL), args.device
+        )
+        frames = ecdc.total_frames(model, header.audio_length) if header.audio_length < 10**9 else 0
+        with _progress(frames, "decompress") as progress:
+            audio, sampling_rate = ecdc.decompress(data, model=model, progress=progress)
+        _save(tmp, audio, sampling_rate, args.rescale, output)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- dispatch
+@dataclass(frozen=True)
+class Subcommand:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "compress": Subcommand("audio file -> .ecdc (or .wav round trip)", _add_compress_arguments, run_compress),
+    "decompress": Subcommand(".ecdc -> audio file", _add_decompress_arguments, run_decompress),
+}
+
+
+def _encode_dataset(argv: list[str]) -> int:
+    from .hf_datasets import encode_dataset_main
+
+    return encode_dataset_main(argv)
+
+
+def _serve(argv: list[str]) -> int:
+    from .endpoint import serve_main
+
+    return serve_main(argv)
+
+
+# Front-ends that own their argument parser: `encodec-hf NAME ...` hands them the rest of the command line.
+DELEGATED: dict[str, tuple[str, Callable[[list[str]], int]]] = {
+    "encode-dataset": ("tokenize a dataset into Parquet/Arrow shards (resumable, torchrun-ready)", _encode_dataset),
+    "serve": ("serve the Inference Endpoints handler over HTTP on localhost", _serve),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="encodec-hf",
+        description="EnCodec neural audio codec: .ecdc files compatible with Meta's `encodec` command. "
+        "`encodec-hf IN [OUT]` picks compress or decompress from IN's suffix.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, sub in SUBCOMMANDS.items():
+        sub.add_arguments(subparsers.add_parser(name, help=sub.help, description=sub.help))
+    for name, (help_text, _) in DELEGATED.items():
+        subparsers.add_parser(name, help=help_text + f" (see `encodec-hf {name} --help`)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `encodec-hf` console script and `python -m encodec_hf`; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        return DELEGATED[argv[0]][1](argv[1:])
+    if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
+        # The original's interface: the input's suffix chooses the direction.
+        argv.insert(0, "decompress" if Path(argv[0]).suffix.lower() == ".ecdc" else "compress")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    from .errors import EcdcFormatError
+
+    try:
+        return SUBCOMMANDS[args.command].run(args)
+    except CliError as err:
+        _err(str(err))
+    except EcdcFormatError as err:
+        _err(f"{args.input}: {err}")
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
+        _err(f"error: {err}")
+    return 1
+
+
+__all__ = ["DELEGATED", "SUBCOMMANDS", "Subcommand", "atomic_output", "build_parser", "main"]

@@ -1,0 +1,143 @@
+"""The `encodec-hf` command line, run in-process on a converted random-weight 24 kHz model."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from reference_encodec import ConvertedPair
+
+from encodec_hf import cli, ecdc
+from encodec_hf.audio_io import convert_audio, load_audio
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return ConvertedPair("encodec_24khz", tmp_path_factory.mktemp("cli"))
+
+
+@pytest.fixture
+def wav(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "in.wav"
+    sf.write(path, (0.1 * rng.standard_normal((4410, 2))).astype(np.float32), 44100, subtype="PCM_16")
+    return path
+
+
+def test_compress_matches_library_and_reports_conversion(pair, wav, tmp_path, capsys):
+    out = tmp_path / "out.ecdc"
+    assert cli.main(["compress", str(wav), str(out), "--model", str(pair.folder), "-b", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "Resampling from 44100 Hz to 24000 Hz" in err and "Converting 2 channel(s) to 1" in err
+    audio, sr = load_audio(wav)
+    expected = ecdc.compress(pair.model, convert_audio(audio, sr, 24000, 1), bandwidth=3.0)
+    assert out.read_bytes() == expected
+
+
+@pytest.mark.parametrize("use_lm", [False, True])
+def test_auto_mode_round_trip(pair, wav, tmp_path, use_lm):
+    out = tmp_path / "x.ecdc"
+    args = [str(wav), str(out), "--model", str(pair.folder)] + (["--lm"] if use_lm else [])
+    assert cli.main(args) == 0
+    assert ecdc.read_header(out.read_bytes())[0].use_lm is use_lm
+    assert cli.main([str(out), "--model", str(pair.folder)]) == 0  # default output name, as the original
+    decoded, sr = sf.read(tmp_path / "x_decompressed.wav", always_2d=True)
+    assert sr == 24000 and decoded.shape == (2400, 1)
+    # python -m encodec_hf decompress gives the same file as the library
+    audio, _ = ecdc.decompress(out.read_bytes(), model=pair.model)
+    assert np.abs(decoded[:, 0] - audio[0].clamp(-0.99, 0.99).numpy()).max() <= 1 / 32767 + 1e-6
+
+
+def test_wav_output_round_trip_in_memory(pair, wav, tmp_path):
+    assert cli.main(["compress", str(wav), str(tmp_path / "rt.wav"), "--model", str(pair.folder), "-r"]) == 0
+    assert sf.info(tmp_path / "rt.wav").samplerate == 24000
+
+
+def test_refuses_overwrite_without_force(pair, wav, tmp_path, capsys):
+    out = tmp_path / "o.ecdc"
+    out.write_bytes(b"keep me")
+    assert cli.main(["compress", str(wav), str(out), "--model", str(pair.folder)]) == 1
+    assert "Use -f / --force to overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+    assert cli.main(["compress", str(wav), str(out), "--model", str(pair.folder), "-f"]) == 0
+    assert out.read_bytes()[:4] == b"ECDC"
+
+
+def test_failure_leaves_nothing_behind(pair, tmp_path, capsys):
+    corrupt = tmp_path / "bad.ecdc"
+    corrupt.write_bytes(ecdc.EcdcHeader("encodec_24khz", 24000, 8, False).to_bytes() + b"\x00" * 10)
+    out = tmp_path / "bad.wav"
+    assert cli.main(["decompress", str(corrupt), str(out), "--model", str(pair.folder)]) == 1
+    assert "need at least" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ecdc"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["compress", "{tmp}/missing.wav"], "Input file"),
+        (["compress", "{wav}", "{tmp}/out.mp4"], "Output extension must be .wav or .ecdc"),
+        (["compress", "{wav}", "{tmp}/nope/out.ecdc"], "Output folder"),
+        (["compress", "{wav}", "{tmp}/o.ecdc", "-b", "5"], "Bandwidth 5 is not supported by the model encodec_24khz"),
+        (["decompress", "{wav}", "{tmp}/o.txt"], "Output extension must be .wav"),
+        (["decompress", "{wav}", "{tmp}/o.wav"], "Not an .ecdc file"),
+        (["compress", "{tmp}/text.wav", "{tmp}/o.ecdc"], "Cannot read"),
+    ],
+)
+def test_clear_errors(pair, wav, tmp_path, capsys, args, message):
+    (tmp_path / "text.wav").write_text("not audio")
+    args = [a.format(tmp=tmp_path, wav=wav) for a in args] + ["--model", str(pair.folder)]
+    assert cli.main(args) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_progress_bar_on_long_inputs(pair, wav, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "PROGRESS_MIN_FRAMES", 1)
+    assert cli.main(["compress", str(wav), str(tmp_path / "p.ecdc"), "--model", str(pair.folder)]) == 0
+    err = capsys.readouterr().err
+    assert "compress" in err and "frame" in err  # tqdm's bar, on stderr
+
+
+def test_dispatch_table_accepts_new_subcommands(monkeypatch, capsys):
+    calls = []
+
+    def add(parser):
+        parser.add_argument("--name")
+
+    def run(args):
+        calls.append(args.name)
+        return 0
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "hello", cli.Subcommand("say hello", add, run))
+    assert cli.main(["hello", "--name", "x"]) == 0
+    assert calls == ["x"]
+    assert cli.main([]) == 2
+
+
+def test_python_dash_m_entry_point():
+    import os
+
+    import encodec_hf
+
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(encodec_hf.__file__))}
+    command = [sys.executable, "-m", "encodec_hf", "compress", "--help"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and "--bandwidth" in result.stdout and "--lm" in result.stdout
+
+
+def test_input_tensor_helpers_are_consistent():
+    audio = torch.randn(2, 100)
+    assert torch.equal(convert_audio(audio, 24000, 24000, 2), audio)
+    assert torch.allclose(convert_audio(audio, 24000, 24000, 1), audio.mean(0, keepdim=True))
+
+
+@pytest.mark.parametrize("command", ["encode-dataset", "serve"])
+def test_delegated_subcommands_are_wired(command, capsys):
+    from encodec_hf.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"encodec-hf {command}" in capsys.readouterr().out

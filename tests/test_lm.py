@@ -1,0 +1,80 @@
+"""EncodecLM against the original `LMModel`: bit-identical probabilities, step after step."""
+
+import pytest
+import torch
+
+from encodec_hf.lm import EncodecLM, EncodecLMConfig
+
+
+def _original_lm(n_q, past_context, seed=0):
+    from reference_encodec import import_reference
+
+    torch.manual_seed(seed)
+    return import_reference().model.LMModel(n_q, 1024, num_layers=5, dim=200, past_context=past_context).eval()
+
+
+def _original_probas(lm, codes):
+    """Per-step probabilities `[T, K, card]` of the original, driven as `encodec.compress` drives it."""
+    states, offset, out = None, 0, []
+    inp = torch.zeros(1, codes.shape[1], 1, dtype=torch.long)
+    with torch.no_grad():
+        for t in range(codes.shape[-1]):
+            probas, states, offset = lm(inp, states, offset)
+            out.append(probas[0, :, :, 0].t())
+            inp = 1 + codes[:, :, t : t + 1]
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize(
+    "n_q, past_context, num_codebooks, steps, capacity",
+    [
+        (8, 20, 4, 70, 4096),  # window slides many times, past the row-stable threshold
+        (8, 20, 8, 50, 45),  # a small buffer forces the window back to the front
+        (32, 262, 2, 30, 4096),  # the 24 kHz geometry, first frames (exact recompute regime)
+    ],
+)
+def test_bit_identical_to_original(n_q, past_context, num_codebooks, steps, capacity):
+    original = _original_lm(n_q, past_context)
+    ours = EncodecLM(EncodecLMConfig(num_codebooks=n_q, past_context=past_context))
+    ours.load_state_dict(original.state_dict(), strict=True)
+    ours.eval()
+    codes = torch.randint(1024, (1, num_codebooks, steps), generator=torch.Generator().manual_seed(3))
+    expected = _original_probas(original, codes)
+    state = ours.init_state(capacity=capacity)
+    for t in range(steps):
+        probas = ours.step_first(num_codebooks, state) if t == 0 else ours.step(codes[0, :, t - 1], state)
+        assert torch.equal(probas, expected[t]), f"step {t} differs"
+    forward, _ = ours(codes)  # [1, card, K, T], the original's output layout
+    assert torch.equal(forward[0].permute(2, 1, 0), expected)
+
+
+def test_exact_recompute_mode_matches_cached_mode():
+    torch.manual_seed(0)
+    lm = EncodecLM(EncodecLMConfig(num_codebooks=4, past_context=16)).eval()
+    codes = torch.randint(1024, (1, 4, 40))
+    cached, _ = lm(codes)
+    lm.exact_recompute = True
+    lm._packed = None
+    recomputed, _ = lm(codes)
+    assert torch.equal(cached, recomputed)
+
+
+def test_save_load_round_trip_and_errors(tmp_path):
+    torch.manual_seed(0)
+    lm = EncodecLM(EncodecLMConfig(num_codebooks=2, past_context=10)).eval()
+    lm.save_pretrained(tmp_path)
+    loaded = EncodecLM.from_pretrained(tmp_path)
+    assert loaded.config == lm.config
+    codes = torch.randint(1024, (1, 2, 5))
+    assert torch.equal(lm(codes)[0], loaded(codes)[0])
+    empty = tmp_path / "codec_without_lm"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="lm-checkpoint"):
+        EncodecLM.from_pretrained(empty)
+    state = lm.init_state()
+    with pytest.raises(ValueError, match="codebooks"):
+        lm.step_first(3, state)
+    with pytest.raises(ValueError, match="Codes must lie"):
+        lm.step(torch.tensor([1024, 0]), lm.init_state())
+    with pytest.raises(ValueError, match="divisible"):
+        EncodecLMConfig(dim=201)
