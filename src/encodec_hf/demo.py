@@ -12,6 +12,8 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
+from huggingface_hub.utils import logging as hf_logging
+from transformers.utils import logging as transformers_logging
 
 from .audio_io import convert_audio
 from .modeling import EncodecModel
@@ -36,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("demo_out/decoded.wav"))
     args = parser.parse_args(argv)
 
+    # The demo's own message says what went wrong; the libraries' retry warnings would only bury it.
+    hf_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
     try:
         model = EncodecModel.from_pretrained(args.model).eval()
     except OSError:
