@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -103,7 +104,7 @@ def test_single_process_run_writes_shards_and_manifest(workdir, single_run):
     # The shards reload through datasets with their features (int16 codes) intact.
     loaded = load_encoded_shards(single_run)
     assert loaded.features["audio_codes"].feature.feature.feature.dtype == "int16"
-    assert loaded["num_samples"] == [round(n * 8000 / rate) for n, rate, _ in SPECS]
+    assert loaded["num_samples"] == [math.ceil(n * 8000 / rate) for n, rate, _ in SPECS]
     # Codes equal the in-memory datasets recipe (the runner adds sharding only).
     ds = Dataset.load_from_disk(str(workdir / "dataset"))
     fn = hf_datasets.EncodecMapFunction(str(workdir / "model"), bandwidth=4.0)
