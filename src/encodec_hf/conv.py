@@ -122,22 +122,27 @@ def pad1d_into(
 
     One pass over the data instead of two (activation, then the padding copy of the reference): the activation is
     computed into the interior of the padded buffer and the few border samples are mirrored afterwards. Since ELU is
-    element-wise, mirroring its output equals applying it to mirrored input, so the result is bit-identical to
-    ``pad1d(F.elu(x), ...)``.
+    element-wise, mirroring its output equals applying it to mirrored input. Without ``elu`` the result is
+    bit-identical to ``pad1d(x, ...)``; with it, it equals ``pad1d(F.elu(x), ...)`` except that torch's ELU kernel
+    evaluates the few samples at the tail of each vectorised loop with the scalar ``expm1``, which can differ in
+    the last bit (the loop boundaries move with the layout).
 
     Args:
         x: `[B, C, T]`, any layout. Returns `[B, C, T + left + right]`, time-major.
     """
     left, right = paddings
     batch, channels, length = x.shape
-    if mode not in ("reflect", "constant") or (mode == "reflect" and length <= max(left, right)):
+    needs_grad = torch.is_grad_enabled() and x.requires_grad  # out= writes are not differentiable
+    if needs_grad or mode not in ("reflect", "constant") or (mode == "reflect" and length <= max(left, right)):
         # Rare short inputs (reflect wider than the signal) or other modes: the reference route.
         y = pad1d(F.elu(x) if elu else x, paddings, mode)
         return to_time_major(y)
     buf = torch.empty(batch, length + left + right, channels, dtype=x.dtype, device=x.device).transpose(1, 2)
     inner = buf[..., left : left + length]
     if elu:
-        torch.ops.aten.elu.out(x, 1.0, 1, 1, out=inner)
+        # Same layout in and out keeps the vectorised ELU kernel (a layout-changing write would run it all through
+        # the scalar expm1); a no-op in the encoder and decoder, which are time-major throughout.
+        torch.ops.aten.elu.out(to_time_major(x), 1.0, 1, 1, out=inner)
     else:
         inner.copy_(x)
     if mode == "reflect":
@@ -311,6 +316,8 @@ class EncodecConvTranspose1d(nn.Module):
             if self.norm_type == "time_group_norm":
                 x = self.norm(x)
             return x
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *self.parameters())):
+            return to_time_major(self.conv_forward(x))  # training: the differentiable reference route
         y = self._gemm_overlap_add(x)  # [B, C_out, L], time-major
         if self.norm_type == "time_group_norm":
             y = _group_norm_time_major(self.norm, y)

@@ -38,7 +38,9 @@ class EncodecResnetBlock(nn.Module):
         self.shortcut = EncodecConv1d(dim, dim, 1, **conv_kwargs) if use_conv_shortcut else nn.Identity()
 
     def forward(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
-        if not time_major:
+        if not time_major or (torch.is_grad_enabled() and x.requires_grad):
+            if time_major:
+                return to_time_major(self.forward(x))
             residual = x
             for layer in self.block:
                 x = layer(x)
@@ -93,8 +95,9 @@ def _run_layers(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
 class EncodecEncoder(nn.Module):
     """Audio `[B, C, T]` to latents `[B, D, ceil(T / hop_length)]`.
 
-    ``time_major`` (default ``True``) runs the fast layout (see ``conv.is_time_major``); ``False`` runs the layers
-    one by one exactly as transformers does (same kernels, bit-identical results).
+    ``time_major`` (default ``True``) runs the fast inference layout (see ``conv.is_time_major``) whenever autograd
+    is off; ``False`` (or autograd on, i.e. training) runs the layers one by one exactly as transformers does
+    (same kernels, bit-identical results).
     """
 
     def __init__(self, config) -> None:
@@ -117,7 +120,7 @@ class EncodecEncoder(nn.Module):
         self.time_major = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.time_major:
+        if self.time_major and not torch.is_grad_enabled():
             return _run_layers(self.layers, x)
         for layer in self.layers:
             x = layer(x)
@@ -157,7 +160,7 @@ class EncodecDecoder(nn.Module):
         self.time_major = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.time_major:
+        if self.time_major and not torch.is_grad_enabled():
             return _run_layers(self.layers, x).contiguous()
         for layer in self.layers:
             x = layer(x)
