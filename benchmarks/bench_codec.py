@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                     t0 = time.perf_counter()
                     row = run_case(theirs, ours, name, sec, batch, args.repeats, {})
                     rows.append(row)
+                    args.output.parent.mkdir(parents=True, exist_ok=True)
+                    args.output.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
                     logger.info(
                         "%s %gs batch %d: encode %.2fx, decode %.2fx, codes identical %s, max diff %.1e (%.0f s)",
                         name,
@@ -281,9 +283,11 @@ def main(argv: list[str] | None = None) -> int:
                         time.perf_counter() - t0,
                     )
     table = format_table(rows, peak)
-    print(f"\nMachine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} "
-          f"({machine['torch_threads']} threads), transformers {machine['transformers']}, "
-          f"fp32 matmul peak {peak:.0f} GFLOP/s\n")
+    print(
+        f"\nMachine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} "
+        f"({machine['torch_threads']} threads), transformers {machine['transformers']}, "
+        f"fp32 matmul peak {peak:.0f} GFLOP/s measured in this run\n"
+    )
     print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
