@@ -113,8 +113,9 @@ def test_resnet_block_fast_path_matches_reference():
     torch.manual_seed(3)
     kw = dict(causal=False, norm_type="weight_norm", pad_mode="reflect")
     for shortcut in (True, False):
-        block = EncodecResnetBlock(8, kernel_size=3, dilations=(2, 1), compress=2, use_conv_shortcut=shortcut,
-                                   conv_kwargs=kw).eval()
+        block = EncodecResnetBlock(
+            8, kernel_size=3, dilations=(2, 1), compress=2, use_conv_shortcut=shortcut, conv_kwargs=kw
+        ).eval()
         x = torch.randn(2, 8, 40)
         with torch.inference_mode():
             _close(block(to_time_major(x), time_major=True), block(x))

@@ -102,7 +102,9 @@ def _dense(x: torch.Tensor) -> bool:
 def _as_channels_last_4d(x: torch.Tensor) -> torch.Tensor:
     """`[B, C, T]` -> `[B, C, 1, T]` in channels-last memory (free for dense time-major input)."""
     x4 = x.unsqueeze(2)
-    return x4 if x4.is_contiguous(memory_format=torch.channels_last) else x4.contiguous(memory_format=torch.channels_last)
+    if x4.is_contiguous(memory_format=torch.channels_last):
+        return x4
+    return x4.contiguous(memory_format=torch.channels_last)
 
 
 def _group_norm_time_major(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
