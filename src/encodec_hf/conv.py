@@ -79,6 +79,86 @@ def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str = "constant", va
     return padded[..., : padded.shape[-1] - extra_zeros] if extra_zeros else padded
 
 
+def is_time_major(x: torch.Tensor) -> bool:
+    """Whether `[B, C, T]` is stored time-major (memory `[B, T, C]`: ``stride(1) == 1``, ``stride(2) == C``).
+
+    The offline encoder and decoder keep their activations in this layout: oneDNN's channels-last convolutions
+    are markedly faster than the channel-major ones for EnCodec's few-channel, long-time layers.
+    """
+    return x.dim() == 3 and (x.shape[1] == 1 or x.stride(1) == 1) and (x.shape[2] == 1 or x.stride(2) == x.shape[1])
+
+
+def to_time_major(x: torch.Tensor) -> torch.Tensor:
+    """`[B, C, T]` stored time-major (a copy unless it already is)."""
+    return x if _dense(x) else x.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def _dense(x: torch.Tensor) -> bool:
+    """Time-major and without gaps between items (so it views as a channels-last 4D tensor without a copy)."""
+    batch, channels, length = x.shape
+    return is_time_major(x) and (batch == 1 or x.stride(0) == channels * length)
+
+
+def _as_channels_last_4d(x: torch.Tensor) -> torch.Tensor:
+    """`[B, C, T]` -> `[B, C, 1, T]` in channels-last memory (free for dense time-major input)."""
+    x4 = x.unsqueeze(2)
+    if x4.is_contiguous(memory_format=torch.channels_last):
+        return x4
+    return x4.contiguous(memory_format=torch.channels_last)
+
+
+def _group_norm_time_major(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """GroupNorm of a time-major `[B, C, T]`, computed by the channel-major kernel.
+
+    torch's channels-last GroupNorm kernel sums in another order and differs from the channel-major one by about
+    1e-5 relative, enough to flip near-tie codes of the 48 kHz model; the layout round trip costs two copies and
+    keeps GroupNorm's own numerics those of the reference.
+    """
+    return to_time_major(norm(x.contiguous()))
+
+
+def pad1d_into(
+    x: torch.Tensor, paddings: tuple[int, int], mode: str = "reflect", *, elu: bool = False
+) -> torch.Tensor:
+    """``pad1d(elu(x) if elu else x, paddings, mode)`` written straight into a new time-major buffer.
+
+    One pass over the data instead of two (activation, then the padding copy of the reference): the activation is
+    computed into the interior of the padded buffer and the few border samples are mirrored afterwards. Since ELU is
+    element-wise, mirroring its output equals applying it to mirrored input. Without ``elu`` the result is
+    bit-identical to ``pad1d(x, ...)``; with it, it equals ``pad1d(F.elu(x), ...)`` except that torch's ELU kernel
+    evaluates the few samples at the tail of each vectorised loop with the scalar ``expm1``, which can differ in
+    the last bit (the loop boundaries move with the layout).
+
+    Args:
+        x: `[B, C, T]`, any layout. Returns `[B, C, T + left + right]`, time-major.
+    """
+    left, right = paddings
+    batch, channels, length = x.shape
+    needs_grad = torch.is_grad_enabled() and x.requires_grad  # out= writes are not differentiable
+    if needs_grad or mode not in ("reflect", "constant") or (mode == "reflect" and length <= max(left, right)):
+        # Rare short inputs (reflect wider than the signal) or other modes: the reference route.
+        y = pad1d(F.elu(x) if elu else x, paddings, mode)
+        return to_time_major(y)
+    buf = torch.empty(batch, length + left + right, channels, dtype=x.dtype, device=x.device).transpose(1, 2)
+    inner = buf[..., left : left + length]
+    if elu:
+        # Same layout in and out keeps the vectorised ELU kernel (a layout-changing write would run it all through
+        # the scalar expm1); a no-op in the encoder and decoder, which are time-major throughout.
+        torch.ops.aten.elu.out(to_time_major(x), 1.0, 1, 1, out=inner)
+    else:
+        inner.copy_(x)
+    if mode == "reflect":
+        if left:
+            buf[..., :left] = buf[..., left + 1 : 2 * left + 1].flip(-1)
+        if right:
+            end = left + length
+            buf[..., end:] = buf[..., end - 1 - right : end - 1].flip(-1)
+    else:
+        buf[..., :left] = 0
+        buf[..., left + length :] = 0
+    return buf
+
+
 class _FoldedWeight:
     """Weight-norm folding for inference.
 
@@ -90,6 +170,20 @@ class _FoldedWeight:
     def __init__(self) -> None:
         self.key: tuple | None = None
         self.weight: torch.Tensor | None = None
+        self.derived: dict[str, tuple[tuple, torch.Tensor]] = {}
+
+    def get_derived(self, conv: nn.Module, name: str, fn) -> torch.Tensor:
+        """``fn(weight)`` (a re-laid-out copy of the weight), cached like the folded weight itself."""
+        weight = self.get(conv)
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return fn(weight)
+        key = (id(weight), weight._version, weight.data_ptr(), weight.dtype, weight.device)
+        cached = self.derived.get(name)
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                cached = (key, fn(weight.detach()))
+            self.derived[name] = cached
+        return cached[1]
 
     def get(self, conv: nn.Module) -> torch.Tensor:
         if not parametrize.is_parametrized(conv, "weight"):
@@ -148,16 +242,38 @@ class EncodecConv1d(nn.Module):
     def paddings(self, length: int) -> tuple[int, int]:
         return conv1d_paddings(length, self.kernel_size, self.stride, self.causal)
 
-    def conv_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The bare convolution (and norm) on an already padded input: `[B, C_in, T'] -> [B, C_out, F]`."""
-        conv = self.conv
-        x = F.conv1d(x, self._folded.get(conv), conv.bias, conv.stride, 0, conv.dilation)
-        if self.norm_type == "time_group_norm":
-            x = self.norm(x)
-        return x
+    def conv_forward(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
+        """The bare convolution (and norm) on an already padded input: `[B, C_in, T'] -> [B, C_out, F]`.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        With ``time_major=True`` the convolution runs channels-last (oneDNN's fast layout for few channels and long
+        time axes) and the output is time-major; the values agree with the default path to float rounding
+        (about 1e-7 relative), see ``tests/test_fast_paths.py``.
+        """
+        conv = self.conv
+        if not time_major:
+            x = F.conv1d(x, self._folded.get(conv), conv.bias, conv.stride, 0, conv.dilation)
+            if self.norm_type == "time_group_norm":
+                x = self.norm(x)
+            return x
+        weight = self._folded.get_derived(
+            conv, "channels_last", lambda w: w.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        )
+        y = F.conv2d(_as_channels_last_4d(x), weight, conv.bias, (1, conv.stride[0]), 0, (1, conv.dilation[0]))
+        if self.norm_type == "time_group_norm":
+            return _group_norm_time_major(self.norm, y.squeeze(2))
+        return y.squeeze(2)
+
+    def forward(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
+        if time_major:
+            return self.conv_forward(pad1d_into(x, self.paddings(x.shape[-1]), self.pad_mode), True)
         return self.conv_forward(pad1d(x, self.paddings(x.shape[-1]), self.pad_mode))
+
+    def forward_elu(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(elu(x))`` in the time-major layout, with the activation fused into the padding copy."""
+        paddings = self.paddings(x.shape[-1])
+        if paddings == (0, 0):
+            return self.conv_forward(F.elu(x), True)
+        return self.conv_forward(pad1d_into(x, paddings, self.pad_mode, elu=True), True)
 
 
 class EncodecConvTranspose1d(nn.Module):
@@ -190,15 +306,68 @@ class EncodecConvTranspose1d(nn.Module):
     def trims(self) -> tuple[int, int]:
         return conv_transpose1d_trims(self.kernel_size, self.stride, self.causal, self.trim_right_ratio)
 
-    def conv_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The transposed convolution (and norm) without trimming: `[B, C_in, F] -> [B, C_out, (F-1)*s + k]`."""
-        conv = self.conv
-        x = F.conv_transpose1d(x, self._folded.get(conv), conv.bias, conv.stride)
-        if self.norm_type == "time_group_norm":
-            x = self.norm(x)
-        return x
+    def conv_forward(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
+        """The transposed convolution (and norm) without trimming: `[B, C_in, F] -> [B, C_out, (F-1)*s + k]`.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv_forward(x)
+        With ``time_major=True`` it runs as one matrix product plus an overlap-add (see ``_gemm_overlap_add``) and
+        returns a time-major tensor; the values agree with the default path to float rounding.
+        """
+        conv = self.conv
+        if not time_major:
+            x = F.conv_transpose1d(x, self._folded.get(conv), conv.bias, conv.stride)
+            if self.norm_type == "time_group_norm":
+                x = self.norm(x)
+            return x
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *self.parameters())):
+            return to_time_major(self.conv_forward(x))  # training: the differentiable reference route
+        y = self._gemm_overlap_add(x)  # [B, C_out, L], time-major
+        if self.norm_type == "time_group_norm":
+            y = _group_norm_time_major(self.norm, y)
+        return y
+
+    def _gemm_overlap_add(self, x: torch.Tensor) -> torch.Tensor:
+        """Transposed conv as ``X @ W`` then overlap-add: `[B, C_in, F] -> [B, C_out, (F-1)*s + k]` (time-major).
+
+        Frame ``f`` contributes ``x_f @ W[:, :, j]`` to output sample ``f * s + j``. Grouping the taps in blocks of
+        ``s`` turns this into one large GEMM `[B*F, C_in] @ [C_in, n * s * C_out]` (``n = ceil(k / s)``, 2 for
+        EnCodec's ``k = 2s``) whose row ``f``, block ``b`` lands on output block ``f + b``: ``n`` shifted adds. This
+        replaces oneDNN's deconvolution, which is slow for EnCodec's shapes.
+        """
+        stride, kernel = self.stride, self.kernel_size
+        blocks = -(-kernel // stride)
+        conv = self.conv
+
+        def gemm_weight(w: torch.Tensor) -> torch.Tensor:  # [C_in, C_out, k] -> [C_in, n * s * C_out]
+            w = F.pad(w, (0, blocks * stride - kernel))
+            return w.permute(0, 2, 1).reshape(w.shape[0], -1).contiguous()
+
+        out_channels = conv.out_channels
+        weight = self._folded.get_derived(conv, "gemm", gemm_weight)
+        bias = conv.bias if conv.bias is not None else weight.new_zeros(out_channels)
+        block_bias = bias.repeat(stride)  # [s * C_out]: one output block's bias
+        # The bias rides in the GEMM (beta = 1) on block 0 only, so every output sample receives it exactly once;
+        # the last n - 1 output blocks get no block-0 contribution and take it explicitly below.
+        gemm_bias = F.pad(block_bias, (0, (blocks - 1) * stride * out_channels))
+        batch, _, frames = x.shape
+        rows = to_time_major(x).transpose(1, 2).reshape(batch * frames, -1)  # [B*F, C_in]
+        y = torch.addmm(gemm_bias, rows, weight).view(batch, frames, blocks, stride * out_channels)
+        if blocks == 1:
+            out = y[:, :, 0]
+        elif blocks == 2 and frames > 1:  # EnCodec's k = 2s: one fused add, no zero-fill
+            out = torch.empty(batch, frames + 1, stride * out_channels, dtype=y.dtype, device=y.device)
+            out[:, 0] = y[:, 0, 0]
+            torch.add(y[:, 1:, 0], y[:, :-1, 1], out=out[:, 1:frames])
+            torch.add(y[:, -1, 1], block_bias, out=out[:, frames])
+        else:
+            out = torch.empty(batch, frames + blocks - 1, stride * out_channels, dtype=y.dtype, device=y.device)
+            out[:, :frames] = y[:, :, 0]
+            out[:, frames:] = block_bias
+            for b in range(1, blocks):
+                out[:, b : b + frames] += y[:, :, b]
+        out = out.reshape(batch, -1, out_channels)[:, : (frames - 1) * stride + kernel]
+        return out.transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
+        y = self.conv_forward(x, time_major)
         left, right = self.trims()
         return y[..., left : y.shape[-1] - right]

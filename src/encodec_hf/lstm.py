@@ -17,7 +17,9 @@ class EncodecLSTM(nn.Module):
         super().__init__()
         self.lstm = nn.LSTM(dimension, dimension, num_layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
+        # Layout-agnostic: the permute to [T, B, C] is free for time-major input; ``time_major`` only keeps the
+        # call signature uniform with the conv layers.
         return self.forward_with_state(x)[0]
 
     def forward_with_state(

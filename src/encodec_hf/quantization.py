@@ -21,11 +21,23 @@ class EncodecEuclideanCodebook(nn.Module):
         self.cluster_size = nn.Buffer(torch.zeros(codebook_size))
         self.embed = nn.Buffer(torch.zeros(codebook_size, codebook_dim))
         self.embed_avg = nn.Buffer(torch.zeros(codebook_size, codebook_dim))
+        self._norm_key: tuple | None = None
+        self._embed_sq_norm: torch.Tensor | None = None
+
+    def embed_sq_norm(self) -> torch.Tensor:
+        """``|e_k|^2`` per code, `[1, K]`: the same expression the search used to recompute on every call, cached
+        until ``embed`` changes (in place or by a move/cast), so the codes are unchanged bit for bit."""
+        embed = self.embed
+        key = (embed._version, embed.data_ptr(), embed.dtype, embed.device)
+        if key != self._norm_key:
+            with torch.inference_mode(False), torch.no_grad():
+                self._embed_sq_norm = embed.t().pow(2).sum(0, keepdim=True)
+            self._norm_key = key
+        return self._embed_sq_norm
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Nearest code per vector: `[N, D] -> [N]` (int64)."""
-        embed = self.embed.t()
-        dist = -(x.pow(2).sum(1, keepdim=True) - 2 * x @ embed + embed.pow(2).sum(0, keepdim=True))
+        dist = -(x.pow(2).sum(1, keepdim=True) - 2 * x @ self.embed.t() + self.embed_sq_norm())
         return dist.max(dim=-1).indices
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
