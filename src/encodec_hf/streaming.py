@@ -257,7 +257,10 @@ def _step(layer: nn.Module, state: LayerState, x: torch.Tensor) -> torch.Tensor:
     if isinstance(layer, EncodecLSTM):
         if x.shape[-1] == 0:
             return x
-        y, state.hidden = layer.forward_with_state(x, state.hidden)
+        # oneDNN's LSTM re-packs its weights on every call (tens of ms), which dominates frame-sized steps; the
+        # native kernel agrees with it to float rounding (~1e-7), as does oneDNN run step by step.
+        with torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None):
+            y, state.hidden = layer.forward_with_state(x, state.hidden)
         return y
     if isinstance(layer, EncodecResnetBlock):
         skip = _step(layer.shortcut, state.shortcut, x)
