@@ -108,7 +108,8 @@ def run(task: str, name: str, src: str, dst: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--durations", type=float, nargs="+", default=[60, 600, 3600], help="seconds of audio")
-    parser.add_argument("--models", nargs="+", default=["24khz", "48khz"], choices=["24khz", "48khz", "24khz-tiny", "48khz-tiny"])
+    models = ["24khz", "48khz", "24khz-tiny", "48khz-tiny"]
+    parser.add_argument("--models", nargs="+", default=models[:2], choices=models)
     parser.add_argument("--output", default=None, help="JSON file to append results to")
     parser.add_argument("--tmpdir", default=None, help="where to write the test files (needs ~0.7 GB per hour)")
     parser.add_argument("--worker", nargs=4, metavar=("TASK", "MODEL", "SRC", "DST"), help=argparse.SUPPRESS)
