@@ -116,6 +116,15 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
             init.ones_(module.inited)
 
 
+def overlap_add_window(length: int, like: torch.Tensor) -> torch.Tensor:
+    """Triangular cross-fade weights `[length]`: ``0.5 - |t - 0.5|`` on ``t = linspace(0, 1, length + 2)[1:-1]``.
+
+    They peak mid-chunk and never reach zero, so a sample covered by one chunk keeps its value.
+    """
+    t = torch.linspace(0, 1, length + 2, device=like.device, dtype=like.dtype)[1:-1]
+    return 0.5 - (t - 0.5).abs()
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -439,8 +448,7 @@ class EncodecModel(EncodecPreTrainedModel):
         # The furthest end, not the last chunk's: a short last chunk can end before the previous one's decoded
         # overhang (e.g. 47_760 samples at 48 kHz), which makes the reference implementations crash.
         total = max(k * stride + frame.shape[-1] for k, frame in enumerate(frames))
-        t = torch.linspace(0, 1, first.shape[-1] + 2, device=first.device, dtype=first.dtype)[1:-1]
-        weight = 0.5 - (t - 0.5).abs()
+        weight = overlap_add_window(first.shape[-1], first)
         out = torch.zeros(*first.shape[:-1], total, device=first.device, dtype=first.dtype)
         sum_weight = torch.zeros(total, device=first.device, dtype=first.dtype)
         for k, frame in enumerate(frames):

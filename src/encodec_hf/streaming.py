@@ -37,7 +37,6 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import NamedTuple
 
 import numpy as np
@@ -50,9 +49,9 @@ from .errors import (
     SamplingRateError,
     StreamClosedError,
     StreamingNotSupportedError,
-    UnsupportedBandwidthError,
 )
 from .lstm import EncodecLSTM
+from .modeling import overlap_add_window
 from .seanet import EncodecResnetBlock
 
 logger = logging.getLogger(__name__)
@@ -365,15 +364,8 @@ class DecoderStreamState:
 # ---------------------------------------------------------------------------------------------------------------
 def _check_bandwidth(config, bandwidth) -> int:
     """Number of codebooks for ``bandwidth`` kbps (the lowest target bandwidth when `None`, as ``encode``)."""
-    if bandwidth is None:
-        bandwidth = config.target_bandwidths[0]
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, Real):
-        raise TypeError(f"bandwidth must be a number in kbps, one of {config.target_bandwidths}; got {bandwidth!r}.")
-    if float(bandwidth) not in config.target_bandwidths:
-        raise UnsupportedBandwidthError(
-            f"This model doesn't support the bandwidth {bandwidth}. Select one of {config.target_bandwidths} (kbps)."
-        )
-    return config.num_quantizers_for_bandwidth(float(bandwidth))
+    checked = config.check_bandwidth(bandwidth)
+    return config.num_quantizers_for_bandwidth(config.target_bandwidths[0] if checked is None else checked)
 
 
 def _param_like(model: nn.Module) -> torch.Tensor:
@@ -787,12 +779,6 @@ class ChunkStreamingEncoder(_Stream):
         return chunks
 
 
-def _triangle(length: int, like: torch.Tensor) -> torch.Tensor:
-    """The overlap-add window of the offline decoder: ``0.5 - |t - 0.5|`` on ``t = linspace(0, 1, n + 2)[1:-1]``."""
-    t = torch.linspace(0, 1, length + 2, device=like.device, dtype=like.dtype)[1:-1]
-    return 0.5 - (t - 0.5).abs()
-
-
 class ChunkStreamingDecoder(_Stream):
     """Chunk-by-chunk decoder of a chunked model, with the offline decoder's overlap-add.
 
@@ -837,7 +823,7 @@ class ChunkStreamingDecoder(_Stream):
         st.batch_size, st.num_codebooks = codes.shape[0], codes.shape[1]
         audio = self.model.decode(codes[None], [None if scales is None else scales[0]]).audio_values
         if st.weight is None:
-            st.weight = _triangle(audio.shape[-1], audio)
+            st.weight = overlap_add_window(audio.shape[-1], audio)
         start = st.num_chunks * self.chunk_stride
         end = start + audio.shape[-1]
         acc_end = st.acc_start + (0 if st.acc is None else st.acc.shape[-1])
