@@ -78,3 +78,36 @@ def test_save_load_round_trip_and_errors(tmp_path):
         lm.step(torch.tensor([1024, 0]), lm.init_state())
     with pytest.raises(ValueError, match="divisible"):
         EncodecLMConfig(dim=201)
+
+
+def test_blocks_give_the_bits_of_frame_by_frame_steps():
+    """Compression runs the LM a block of frames at a time (layer by layer); decoding runs it frame by frame
+    with prefetching. Both must give the same CDFs, here on the 24 kHz geometry past its 262-frame window."""
+    import numpy as np
+
+    from encodec_hf.ecdc import decode_lm_segment, encode_lm_segment
+
+    torch.manual_seed(0)
+    lm = EncodecLM(EncodecLMConfig.for_codec(32, 75)).eval()
+    codes = torch.randint(1024, (6, 300), generator=torch.Generator().manual_seed(5))
+    blocks = np.concatenate(list(lm.iter_cdfs(codes, block_frames=64)))
+    state = lm.init_state()
+    for t in range(codes.shape[1]):
+        previous = None if t == 0 else codes[:, t - 1]
+        assert np.array_equal(lm.step_cdfs(previous, state, 6), blocks[t]), f"frame {t} differs"
+    data = encode_lm_segment(lm, codes.numpy())
+    decoded, end = decode_lm_segment(lm, data, 0, 6, 300)
+    assert end == len(data) and np.array_equal(decoded, codes.numpy())
+
+
+def test_frames_probas_bad_arguments():
+    lm = EncodecLM(EncodecLMConfig(num_codebooks=2, past_context=10)).eval()
+    state = lm.init_state(capacity=30)  # room for max_block_frames = 30 - 10 - 2 frames per call
+    with pytest.raises(ValueError, match=r"\[K, F\]"):
+        lm.frames_probas(torch.zeros(1, 2, 3, dtype=torch.long), state)
+    with pytest.raises(ValueError, match="shorter blocks"):
+        lm.frames_probas(torch.zeros(2, 19, dtype=torch.long), state)
+    lm.frames_probas(torch.zeros(2, 18, dtype=torch.long), state)
+    state.previous_codes = None
+    with pytest.raises(ValueError, match="previous_codes"):
+        lm.frames_probas(torch.zeros(2, 3, dtype=torch.long), state)

@@ -211,22 +211,23 @@ def _as_audio(audio, channels: int) -> torch.Tensor:
 
 
 def encode_lm_segment(lm: EncodecLM, codes: np.ndarray, progress: Callable[[int], None] | None = None) -> bytes:
-    """Arithmetic-code one chunk's codes `[K, F]` with a fresh LM state; returns the byte-aligned stream."""
+    """Arithmetic-code one chunk's codes `[K, F]` with a fresh LM state; returns the byte-aligned stream.
+
+    All codes are known here, so the LM runs a block of frames at a time (`EncodecLM.iter_cdfs`, the same
+    bits as frame by frame); the decoder has to go frame by frame.
+    """
     num_codebooks, frames = codes.shape
     encoder = ArithmeticEncoder()
-    state = lm.init_state()
-    rows = np.arange(num_codebooks)
-    previous = None
-    for t in range(frames):
-        cdfs = lm.step_cdfs(previous, state, num_codebooks)  # [K, card]
-        symbols = codes[:, t]
-        highs = cdfs[rows, symbols].tolist()
-        lows = np.where(symbols > 0, cdfs[rows, np.maximum(symbols - 1, 0)], 0).tolist()
-        for low, high in zip(lows, highs, strict=True):
+    done = 0
+    for cdfs in lm.iter_cdfs(codes):  # [f, K, card]
+        block = codes[:, done : done + cdfs.shape[0]].T  # [f, K]
+        highs = np.take_along_axis(cdfs, block[..., None], axis=-1)[..., 0]
+        lows = np.where(block > 0, np.take_along_axis(cdfs, np.maximum(block - 1, 0)[..., None], -1)[..., 0], 0)
+        for low, high in zip(lows.reshape(-1).tolist(), highs.reshape(-1).tolist(), strict=True):
             encoder.push_range(low, high)
-        previous = torch.from_numpy(symbols)
+        done += cdfs.shape[0]
         if progress is not None:
-            progress(1)
+            progress(cdfs.shape[0])
     return encoder.finish()
 
 

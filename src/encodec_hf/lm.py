@@ -17,6 +17,13 @@ tensors of the same shapes and strides, in the same order, but caches keys and v
 - The K output projections are one matmul when that is bit-identical to K separate ones (also measured).
 - Embedding sums are sequential adds, as Python's `sum()` in the original (a tensor `sum` reassociates).
 
+Speed on CPU is a matter of cache, not arithmetic: one frame streams ~10 MB of layer weights plus 0.8 MB per
+output head through matrix-vector products, whose access pattern is slow on weights that are not in the
+core's cache. When every frame's codes are known (compression, `frames_probas` / `iter_cdfs`), the loops are
+swapped: each layer runs over a block of frames while its weights stay cached, every kernel still seeing
+the shapes, values and strides of the frame-by-frame order. Frame by frame (decoding), each weight matrix
+is read once with a streaming reduction just before its product, which pulls it into the cache faster.
+
 The parameter names are those of the original checkpoint, so conversion copies tensors unchanged.
 """
 
@@ -150,6 +157,16 @@ class EncodecLMState:
     keys: list[torch.Tensor] = field(default_factory=list)
     values: list[torch.Tensor] = field(default_factory=list)
     previous_codes: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Where frame t's past lies in the state's buffers: rows `[start, start + length)`, and whether the keys
+    and values of those rows are cached (else they are recomputed, as the original does)."""
+
+    start: int
+    length: int
+    cached: bool
 
 
 @functools.lru_cache(maxsize=16)
@@ -352,16 +369,18 @@ class EncodecLM(nn.Module):
             masks[length] = mask
         return mask
 
-    def _attention(self, x: torch.Tensor, layer_index: int, state: EncodecLMState, packed: dict) -> torch.Tensor:
-        """Self-attention of the new frame `x` `[1, 1, D]` over the stored past plus itself."""
+    def _attention(
+        self, x: torch.Tensor, layer_index: int, window: _Window, state: EncodecLMState, packed: dict
+    ) -> torch.Tensor:
+        """Self-attention of the new frame `x` `[1, 1, D]` over the stored past (`window`) plus itself."""
         cfg = self.config
         w_q, b_q, w_kv, b_kv, _, weights = packed["layers"][layer_index]
         inputs, keys, values = state.inputs[layer_index], state.keys[layer_index], state.values[layer_index]
-        start, length = state.start, state.length
+        start, length = window.start, window.length
         inputs[start + length].copy_(x[0])
         num_keys = length + 1
         stable = packed["stable_rows"]
-        if stable is not None and state.cached and num_keys >= stable:
+        if stable is not None and window.cached and num_keys >= stable:
             # Only the new row is projected, in a block of `stable` rows so the same kernel runs.
             first = start + num_keys - stable
             kv = F.linear(inputs[first : start + num_keys], w_kv, b_kv)[-1, 0]  # [2D]
@@ -382,22 +401,63 @@ class EncodecLM(nn.Module):
         # For one query the [B, H, 1, hd] output viewed as [1, 1, D] is the original's permute + reshape.
         return F.linear(out.reshape(1, 1, dim), weights.out_w, weights.out_b)
 
-    def _advance(self, state: EncodecLMState, packed: dict) -> None:
-        """Keep the last `past_context` inputs (as `cat[past, x][-past_context:]`), sliding the window."""
+    def _layer(
+        self,
+        x: torch.Tensor,
+        layer_index: int,
+        window: _Window,
+        state: EncodecLMState,
+        packed: dict,
+        prefetch: bool = False,
+    ) -> torch.Tensor:
+        """One post-norm `nn.TransformerEncoderLayer` on the new frame `x` `[1, 1, D]`, with its functional calls.
+
+        With `prefetch`, each weight matrix is read once, streaming, just before its matrix-vector product: the
+        product's own access pattern is slow on weights that are not in the core's cache (frame-by-frame
+        decoding cycles ~16 MB of weights per frame), a plain reduction is not; the sum is thrown away.
+        """
+        w_in, w = packed["layers"][layer_index][4].self_attn.in_proj_weight, packed["layers"][layer_index][-1]
+        shape = (self.config.dim,)
+        if prefetch:
+            w_in.sum(), w.out_w.sum()
+        attended = self._attention(x, layer_index, window, state, packed)
+        x = F.layer_norm(x + attended, shape, w.norm1_w, w.norm1_b, w.eps1)
+        if prefetch:
+            w.l1_w.sum()
+        hidden = F.gelu(F.linear(x, w.l1_w, w.l1_b))
+        if prefetch:
+            w.l2_w.sum()
+        return F.layer_norm(x + F.linear(hidden, w.l2_w, w.l2_b), shape, w.norm2_w, w.norm2_b, w.eps2)
+
+    def _windows(self, state: EncodecLMState, steps: int, packed: dict) -> list[_Window]:
+        """The attention windows of the next `steps` frames; moves the state past them.
+
+        The window keeps the last `past_context` inputs, as the original's `cat[past, x][-past_context:]`.
+        The buffers are compacted first if the frames would run past their end (a move, no arithmetic).
+        """
         cfg = self.config
-        num_keys = state.length + 1
-        if packed["stable_rows"] is not None and num_keys >= packed["stable_rows"]:
-            state.cached = True
-        drop = max(0, num_keys - cfg.past_context)
-        state.start += drop
-        state.length = num_keys - drop
         capacity = state.inputs[0].shape[0]
-        if state.start + state.length + 1 > capacity:  # move the window back to the front of the buffers
+        if state.start + state.length + steps + 1 > capacity:
             for buffers in (state.inputs, state.keys, state.values):
                 for buf in buffers:
                     buf[: state.length] = buf[state.start : state.start + state.length].clone()
             state.start = 0
-        state.offset += 1
+        stable = packed["stable_rows"]
+        windows = []
+        for _ in range(steps):
+            windows.append(_Window(state.start, state.length, state.cached))
+            num_keys = state.length + 1
+            if stable is not None and num_keys >= stable:
+                state.cached = True
+            drop = max(0, num_keys - cfg.past_context)
+            state.start += drop
+            state.length = num_keys - drop
+            state.offset += 1
+        return windows
+
+    def max_block_frames(self, state: EncodecLMState) -> int:
+        """The most frames one `frames_probas` call can take with this state's buffers."""
+        return state.inputs[0].shape[0] - self.config.past_context - 2
 
     @torch.inference_mode()
     def step(self, previous_codes: torch.Tensor | list[int] | None, state: EncodecLMState) -> torch.Tensor:
@@ -408,52 +468,90 @@ class EncodecLM(nn.Module):
         """
         if previous_codes is None:
             raise ValueError("Use step_first(num_codebooks, state) for the first frame of a segment.")
-        codes = torch.as_tensor(previous_codes, dtype=torch.long).reshape(-1)
-        return self._step_indices(codes + 1, state)
+        codes = torch.as_tensor(previous_codes, dtype=torch.long).reshape(1, -1)
+        return self._frames_probas(codes + 1, state)[0]
 
     @torch.inference_mode()
     def step_first(self, num_codebooks: int, state: EncodecLMState) -> torch.Tensor:
         """Probabilities `[K, card]` for the first frame (all inputs "missing", index 0)."""
-        return self._step_indices(torch.zeros(num_codebooks, dtype=torch.long), state)
+        return self._frames_probas(torch.zeros(1, num_codebooks, dtype=torch.long), state)[0]
 
-    def _step_indices(self, indices: torch.Tensor, state: EncodecLMState) -> torch.Tensor:
+    @torch.inference_mode()
+    def frames_probas(self, codes: torch.Tensor, state: EncodecLMState) -> torch.Tensor:
+        """Probabilities `[F, K, card]` of `F` frames whose codes `[K, F]` are all known (compression).
+
+        Frame f is predicted from frame f - 1 (from `state.previous_codes`, or "missing" at the start of a
+        segment); afterwards `state.previous_codes` is the last frame. The result is bit-identical to `F`
+        calls of `step`: every kernel runs on the same shapes, values and strides, only the loops are
+        swapped (layer by layer over the frames, not frame by frame over the layers), so each layer's
+        weights stay in the CPU cache instead of being streamed from memory once per frame.
+        """
+        codes = torch.as_tensor(codes, dtype=torch.long)
+        if codes.dim() != 2:
+            raise ValueError(f"codes must be [K, F], got shape {tuple(codes.shape)}.")
+        num_codebooks, frames = codes.shape
+        if frames > self.max_block_frames(state):
+            raise ValueError(
+                f"{frames} frames do not fit the state's buffers (at most {self.max_block_frames(state)}); "
+                "call frames_probas on shorter blocks."
+            )
+        if state.offset == 0:
+            first = torch.zeros(num_codebooks, 1, dtype=torch.long)
+        elif state.previous_codes is None:
+            raise ValueError("state.previous_codes must hold the codes of the frame before these ones.")
+        else:
+            first = 1 + torch.as_tensor(state.previous_codes, dtype=torch.long).reshape(num_codebooks, 1)
+        indices = torch.cat([first, 1 + codes[:, :-1]], dim=1).t()  # [F, K]
+        probas = self._frames_probas(indices, state)
+        state.previous_codes = codes[:, -1].clone()
+        return probas
+
+    def _frames_probas(self, indices: torch.Tensor, state: EncodecLMState) -> torch.Tensor:
+        """Probabilities `[F, K, card]` for frames whose embedding indices (code + 1, 0 = missing) are `[F, K]`."""
         cfg = self.config
-        num_codebooks = indices.shape[0]
+        frames, num_codebooks = indices.shape
         if not 1 <= num_codebooks <= cfg.num_codebooks:
             raise ValueError(f"Got codes for {num_codebooks} codebooks; this LM models 1 to {cfg.num_codebooks}.")
         if int(indices.min()) < 0 or int(indices.max()) > cfg.codebook_size:
             raise ValueError(f"Codes must lie in [0, {cfg.codebook_size}).")
         packed = self._pack()
         device = packed["emb"].device
-        rows = packed["emb"].index_select(0, indices.to(device) + packed["emb_offsets"][:num_codebooks])  # [K, D]
-        # Sequential adds starting from 0, as Python's sum() over the K embeddings in the original.
-        rows = rows.unbind(0)
-        x = 0 + rows[0]
-        for row in rows[1:]:
-            x = x + row
-        x = x.view(1, 1, cfg.dim)
+        offsets = state.offset
+        rows = packed["emb"][indices.to(device) + packed["emb_offsets"][:num_codebooks]]  # [F, K, D]
+        # Sequential adds starting from 0, as Python's sum() over the K embeddings in the original (element-wise
+        # float adds, so summing every frame at once gives each frame's bits).
+        summed = 0 + rows[:, 0]
+        for k in range(1, num_codebooks):
+            summed = summed + rows[:, k]
         norm_in = self.transformer.norm_in
-        x = F.layer_norm(x, norm_in.normalized_shape, norm_in.weight, norm_in.bias, norm_in.eps)
-        x = x + self._position_embedding(state.offset)
-        shape = (cfg.dim,)
-        for index, (_, _, _, _, _, w) in enumerate(packed["layers"]):
-            # Post-norm layer of nn.TransformerEncoderLayer, with the functional calls its modules make.
-            attended = self._attention(x, index, state, packed)
-            x = F.layer_norm(x + attended, shape, w.norm1_w, w.norm1_b, w.eps1)
-            x = F.layer_norm(
-                x + F.linear(F.gelu(F.linear(x, w.l1_w, w.l1_b)), w.l2_w, w.l2_b), shape, w.norm2_w, w.norm2_b, w.eps2
-            )
-        self._advance(state, packed)
-        card = cfg.codebook_size
-        if packed["batched_heads"]:
-            logits = F.linear(x, packed["head_w"][: num_codebooks * card], packed["head_b"][: num_codebooks * card])
-        else:
-            logits = torch.cat([self.linears[k](x) for k in range(num_codebooks)], dim=-1)
-        # Same layout as torch.stack([...], dim=1).permute(0, 3, 1, 2) in the original: softmax over dim 1
-        # of a [B, card, K, T] view, which decides how the sum of exponentials is associated.
-        logits = logits.view(1, num_codebooks, 1, card).permute(0, 3, 1, 2)
-        probas = torch.softmax(logits, dim=1)  # [1, card, K, 1]
-        return probas[0, :, :, 0].t()  # [K, card]
+        xs = [
+            F.layer_norm(summed[f].view(1, 1, cfg.dim), norm_in.normalized_shape, norm_in.weight, norm_in.bias,
+                         norm_in.eps) + self._position_embedding(offsets + f)
+            for f in range(frames)
+        ]  # fmt: skip
+        windows = self._windows(state, frames, packed)
+        prefetch = frames == 1  # a block keeps each layer's weights in cache across its frames
+        for index in range(cfg.num_layers):
+            xs = [self._layer(x, index, w, state, packed, prefetch) for x, w in zip(xs, windows, strict=True)]
+        heads = num_codebooks * cfg.codebook_size
+        probas = []
+        for x in xs:
+            if prefetch:
+                # One head (0.8 MB) at a time fits the core's cache; the K stacked heads (K x 0.8 MB) do not.
+                logits = []
+                for k in range(num_codebooks):
+                    self.linears[k].weight.sum()
+                    logits.append(self.linears[k](x))
+                logits = torch.cat(logits, dim=-1)
+            elif packed["batched_heads"]:
+                logits = F.linear(x, packed["head_w"][:heads], packed["head_b"][:heads])
+            else:
+                logits = torch.cat([self.linears[k](x) for k in range(num_codebooks)], dim=-1)
+            # Same layout as torch.stack([...], dim=1).permute(0, 3, 1, 2) in the original: softmax over dim 1
+            # of a [B, card, K, T] view, which decides how the sum of exponentials is associated.
+            logits = logits.view(1, num_codebooks, 1, cfg.codebook_size).permute(0, 3, 1, 2)
+            probas.append(torch.softmax(logits, dim=1)[0, :, :, 0].t())  # [K, card]
+        return torch.stack(probas)
 
     def step_cdfs(self, previous_codes, state: EncodecLMState, num_codebooks: int | None = None) -> np.ndarray:
         """Quantized CDFs int64 `[K, card]` for the next frame (`previous_codes=None` for the first one)."""
@@ -465,6 +563,19 @@ class EncodecLM(nn.Module):
             probas = self.step(previous_codes, state)
         return build_stable_quantized_cdf(probas, TOTAL_RANGE_BITS, check=False).cpu().numpy()
 
+    def iter_cdfs(self, codes: torch.Tensor | np.ndarray, block_frames: int = 256):
+        """Quantized CDFs of every frame of a segment whose codes `[K, F]` are known, a block at a time.
+
+        Yields int64 arrays `[f, K, card]` (f <= `block_frames`) in order, the same values as `step_cdfs`
+        frame by frame from a fresh state; memory stays bounded on long segments.
+        """
+        codes = torch.as_tensor(codes, dtype=torch.long)
+        state = self.init_state()
+        block_frames = max(1, min(block_frames, self.max_block_frames(state)))
+        for start in range(0, codes.shape[1], block_frames):
+            probas = self.frames_probas(codes[:, start : start + block_frames], state)
+            yield build_stable_quantized_cdf(probas, TOTAL_RANGE_BITS, check=False).cpu().numpy()
+
     @torch.inference_mode()
     def forward(self, codes: torch.Tensor, state: EncodecLMState | None = None):
         """Probabilities for every frame of `codes` `[1, K, T]` (frame t predicted from frame t - 1).
@@ -475,15 +586,9 @@ class EncodecLM(nn.Module):
         if codes.dim() != 3 or codes.shape[0] != 1:
             raise ValueError(f"codes must be [1, K, T], got shape {tuple(codes.shape)}.")
         state = self.init_state() if state is None else state
-        outputs = []
-        for t in range(codes.shape[-1]):
-            if t == 0 and state.offset == 0:
-                outputs.append(self.step_first(codes.shape[1], state))
-            else:
-                prev = state.previous_codes if t == 0 else codes[0, :, t - 1]
-                outputs.append(self.step(prev, state))
-            state.previous_codes = codes[0, :, t]
-        return torch.stack(outputs, dim=-1).unsqueeze(0).transpose(1, 2), state
+        block = self.max_block_frames(state)
+        outputs = [self.frames_probas(codes[0, :, t : t + block], state) for t in range(0, codes.shape[-1], block)]
+        return torch.cat(outputs).permute(2, 1, 0).unsqueeze(0), state
 
 
 __all__ = ["EncodecLM", "EncodecLMConfig", "EncodecLMState", "LM_WEIGHTS_NAME"]
