@@ -370,7 +370,13 @@ class EncodecLM(nn.Module):
         return mask
 
     def _attention(
-        self, x: torch.Tensor, layer_index: int, window: _Window, state: EncodecLMState, packed: dict
+        self,
+        x: torch.Tensor,
+        layer_index: int,
+        window: _Window,
+        state: EncodecLMState,
+        packed: dict,
+        prefetch: bool = False,
     ) -> torch.Tensor:
         """Self-attention of the new frame `x` `[1, 1, D]` over the stored past (`window`) plus itself."""
         cfg = self.config
@@ -397,6 +403,8 @@ class EncodecLM(nn.Module):
         q = F.linear(x, w_q, b_q).view(1, heads, 1, head_dim)
         k = keys.as_strided((1, heads, num_keys, head_dim), (num_keys * dim, head_dim, dim, 1), start * dim)
         v = values.as_strided((1, heads, num_keys, head_dim), (num_keys * dim, head_dim, dim, 1), start * dim)
+        if prefetch:  # the window's keys and values (2 x 210 kB per layer at 24 kHz), as the weights in `_layer`
+            keys[start : start + num_keys].sum(), values[start : start + num_keys].sum()
         out = F.scaled_dot_product_attention(q, k, v, self._zero_mask(num_keys, x.device), 0.0, False)
         # For one query the [B, H, 1, hd] output viewed as [1, 1, D] is the original's permute + reshape.
         return F.linear(out.reshape(1, 1, dim), weights.out_w, weights.out_b)
@@ -420,7 +428,7 @@ class EncodecLM(nn.Module):
         shape = (self.config.dim,)
         if prefetch:
             w_in.sum(), w.out_w.sum()
-        attended = self._attention(x, layer_index, window, state, packed)
+        attended = self._attention(x, layer_index, window, state, packed, prefetch)
         x = F.layer_norm(x + attended, shape, w.norm1_w, w.norm1_b, w.eps1)
         if prefetch:
             w.l1_w.sum()
