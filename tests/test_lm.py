@@ -107,7 +107,11 @@ def test_frames_probas_bad_arguments():
         lm.frames_probas(torch.zeros(1, 2, 3, dtype=torch.long), state)
     with pytest.raises(ValueError, match="shorter blocks"):
         lm.frames_probas(torch.zeros(2, 19, dtype=torch.long), state)
+    with pytest.raises(ValueError, match="no frame"):
+        lm.frames_probas(torch.zeros(2, 0, dtype=torch.long), state)
     lm.frames_probas(torch.zeros(2, 18, dtype=torch.long), state)
+    with pytest.raises(ValueError, match="one codebook count"):
+        lm.frames_probas(torch.zeros(1, 3, dtype=torch.long), state)
     state.previous_codes = None
     with pytest.raises(ValueError, match="previous_codes"):
         lm.frames_probas(torch.zeros(2, 3, dtype=torch.long), state)

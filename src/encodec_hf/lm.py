@@ -22,7 +22,8 @@ output head through matrix-vector products, whose access pattern is slow on weig
 core's cache. When every frame's codes are known (compression, `frames_probas` / `iter_cdfs`), the loops are
 swapped: each layer runs over a block of frames while its weights stay cached, every kernel still seeing
 the shapes, values and strides of the frame-by-frame order. Frame by frame (decoding), each weight matrix
-is read once with a streaming reduction just before its product, which pulls it into the cache faster.
+and each layer's window of keys and values is read once with a streaming reduction just before it is used,
+which pulls it into the cache faster than the products' own access patterns do.
 
 The parameter names are those of the original checkpoint, so conversion copies tensors unchanged.
 """
@@ -498,6 +499,8 @@ class EncodecLM(nn.Module):
         if codes.dim() != 2:
             raise ValueError(f"codes must be [K, F], got shape {tuple(codes.shape)}.")
         num_codebooks, frames = codes.shape
+        if frames == 0:
+            raise ValueError("codes hold no frame (shape [K, 0]); pass at least one frame.")
         if frames > self.max_block_frames(state):
             raise ValueError(
                 f"{frames} frames do not fit the state's buffers (at most {self.max_block_frames(state)}); "
@@ -508,7 +511,13 @@ class EncodecLM(nn.Module):
         elif state.previous_codes is None:
             raise ValueError("state.previous_codes must hold the codes of the frame before these ones.")
         else:
-            first = 1 + torch.as_tensor(state.previous_codes, dtype=torch.long).reshape(num_codebooks, 1)
+            previous = torch.as_tensor(state.previous_codes, dtype=torch.long)
+            if previous.numel() != num_codebooks:
+                raise ValueError(
+                    f"state.previous_codes holds {previous.numel()} codes, these frames have {num_codebooks} "
+                    "codebooks; keep one codebook count per stream."
+                )
+            first = 1 + previous.reshape(num_codebooks, 1)
         indices = torch.cat([first, 1 + codes[:, :-1]], dim=1).t()  # [F, K]
         probas = self._frames_probas(indices, state)
         state.previous_codes = codes[:, -1].clone()
