@@ -216,10 +216,12 @@ def encode_lm_segment(lm: EncodecLM, codes: np.ndarray, progress: Callable[[int]
     All codes are known here, so the LM runs a block of frames at a time (`EncodecLM.iter_cdfs`, the same
     bits as frame by frame); the decoder has to go frame by frame.
     """
-    num_codebooks, frames = codes.shape
+    num_codebooks = codes.shape[0]
     encoder = ArithmeticEncoder()
     done = 0
-    for cdfs in lm.iter_cdfs(codes):  # [f, K, card]
+    # 2048 frame-codebooks per block: 256 frames at 6 kbps, 64 at 24 kbps, so the block's CDFs (int64) and their
+    # temporaries stay near 20 MB whatever the bandwidth, while each layer's weights still serve 64+ frames.
+    for cdfs in lm.iter_cdfs(codes, block_frames=max(16, 2048 // num_codebooks)):  # [f, K, card]
         block = codes[:, done : done + cdfs.shape[0]].T  # [f, K]
         highs = np.take_along_axis(cdfs, block[..., None], axis=-1)[..., 0]
         lows = np.where(block > 0, np.take_along_axis(cdfs, np.maximum(block - 1, 0)[..., None], -1)[..., 0], 0)
