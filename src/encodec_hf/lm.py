@@ -533,7 +533,7 @@ class EncodecLM(nn.Module):
             raise ValueError(f"Codes must lie in [0, {cfg.codebook_size}).")
         packed = self._pack()
         device = packed["emb"].device
-        offsets = state.offset
+        first_offset = state.offset
         rows = packed["emb"][indices.to(device) + packed["emb_offsets"][:num_codebooks]]  # [F, K, D]
         # Sequential adds starting from 0, as Python's sum() over the K embeddings in the original (element-wise
         # float adds, so summing every frame at once gives each frame's bits).
@@ -543,7 +543,7 @@ class EncodecLM(nn.Module):
         norm_in = self.transformer.norm_in
         xs = [
             F.layer_norm(summed[f].view(1, 1, cfg.dim), norm_in.normalized_shape, norm_in.weight, norm_in.bias,
-                         norm_in.eps) + self._position_embedding(offsets + f)
+                         norm_in.eps) + self._position_embedding(first_offset + f)
             for f in range(frames)
         ]  # fmt: skip
         windows = self._windows(state, frames, packed)
@@ -553,17 +553,17 @@ class EncodecLM(nn.Module):
         heads = num_codebooks * cfg.codebook_size
         probas = []
         for x in xs:
-            if prefetch:
-                # One head (0.8 MB) at a time fits the core's cache; the K stacked heads (K x 0.8 MB) do not.
-                logits = []
-                for k in range(num_codebooks):
-                    self.linears[k].weight.sum()
-                    logits.append(self.linears[k](x))
-                logits = torch.cat(logits, dim=-1)
-            elif packed["batched_heads"]:
+            if packed["batched_heads"] and not prefetch:
                 logits = F.linear(x, packed["head_w"][:heads], packed["head_b"][:heads])
             else:
-                logits = torch.cat([self.linears[k](x) for k in range(num_codebooks)], dim=-1)
+                # The original's K separate heads; when prefetching, one head (0.8 MB) at a time fits the core's
+                # cache where the K stacked heads (K x 0.8 MB) do not.
+                parts = []
+                for head in self.linears[:num_codebooks]:
+                    if prefetch:
+                        head.weight.sum()
+                    parts.append(head(x))
+                logits = torch.cat(parts, dim=-1)
             # Same layout as torch.stack([...], dim=1).permute(0, 3, 1, 2) in the original: softmax over dim 1
             # of a [B, card, K, T] view, which decides how the sum of exponentials is associated.
             logits = logits.view(1, num_codebooks, 1, cfg.codebook_size).permute(0, 3, 1, 2)
