@@ -8,7 +8,7 @@ Usage::
 
     python benchmarks/bench_codec.py            # the full table (10 s / 60 s, batch 1 / 8, 24 kHz and 48 kHz)
     python benchmarks/bench_codec.py --quick    # 10 s only, for a fast check
-    python benchmarks/bench_codec.py --fast-layout  # encodec_hf with the opt-in time-major layout (~1e-7 numerics)
+    python benchmarks/bench_codec.py --layout reference  # encodec_hf on transformers' kernels (bit-identical)
 
 The table is printed and written as JSON to ``bench_out/bench_codec.json``.
 
@@ -251,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per case (median reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for both (default: as is)")
     parser.add_argument(
-        "--fast-layout",
-        action="store_true",
-        help="run encodec_hf with the opt-in time-major layout (encoder/decoder.time_major = True)",
+        "--layout",
+        choices=["default", "time-major", "reference"],
+        default="default",
+        help="encodec_hf's layout: the model's default (time-major for 24 kHz, reference for 48 kHz), or forced",
     )
     parser.add_argument("--output", type=Path, default=ROOT / "bench_out" / "bench_codec.json")
     args = parser.parse_args(argv)
@@ -270,15 +271,15 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "fp32_matmul_gflops": peak,
-        "fast_layout": args.fast_layout,
+        "layout": args.layout,
     }
     logger.info("machine: %s", machine)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             theirs, ours = make_models(name, Path(tmp))
-            if args.fast_layout:
-                ours.encoder.time_major = ours.decoder.time_major = True
+            if args.layout != "default":
+                ours.time_major = args.layout == "time-major"
             for sec in seconds:
                 for batch in args.batches:
                     t0 = time.perf_counter()

@@ -242,3 +242,27 @@ def test_fast_paths_keep_transformers_codes(preset, seconds, tmp_path):
         single = ours.encode(audio[1:], bandwidth=config.target_bandwidths[-1])
         batched = ours.encode(audio, bandwidth=config.target_bandwidths[-1])
         assert torch.equal(batched.audio_codes[:, 1:], single.audio_codes)
+
+
+def test_time_major_default_per_norm_and_model_switch(tmp_path):
+    """Weight-norm models default to the time-major layout, GroupNorm ones to the reference kernels; the model-level
+    switch sets both halves, and switched off the results are bit-identical to transformers'."""
+    assert EncodecModel(_tiny_config()).time_major
+    group_norm = EncodecModel(_tiny_config(norm_type="time_group_norm", use_causal_conv=False))
+    assert not group_norm.time_major and not group_norm.encoder.time_major and not group_norm.decoder.time_major
+    config = _tiny_config()
+    theirs, ours = _pair(config, tmp_path)
+    audio = _real_audio(config.sampling_rate, 1, 0.05, batch=2)
+    with torch.inference_mode():
+        expected = theirs.encode(audio, bandwidth=config.target_bandwidths[-1])
+        reference_audio = theirs.decode(expected.audio_codes, expected.audio_scales).audio_values
+        fast = ours.encode(audio, bandwidth=config.target_bandwidths[-1])
+        assert torch.equal(fast.audio_codes, expected.audio_codes)
+        _close(ours.decode(fast.audio_codes, fast.audio_scales).audio_values, reference_audio)
+        ours.time_major = False
+        assert not ours.encoder.time_major and not ours.decoder.time_major
+        exact = ours.encode(audio, bandwidth=config.target_bandwidths[-1])
+        assert torch.equal(exact.audio_codes, expected.audio_codes)
+        assert torch.equal(ours.decode(exact.audio_codes, exact.audio_scales).audio_values, reference_audio)
+        ours.time_major = True
+        assert ours.encoder.time_major and ours.decoder.time_major

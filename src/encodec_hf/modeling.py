@@ -170,6 +170,19 @@ class EncodecModel(EncodecPreTrainedModel):
         )
         self.post_init()
 
+    @property
+    def time_major(self) -> bool:
+        """Whether inference runs the fast time-major layout (see `seanet.default_time_major` for the default).
+
+        ``model.time_major = False`` gives results bit-identical to transformers' on the same machine; ``True``
+        agrees with them to float rounding (~1e-7). Training (autograd on) always uses the reference kernels.
+        """
+        return self.encoder.time_major and self.decoder.time_major
+
+    @time_major.setter
+    def time_major(self, enabled: bool) -> None:
+        self.encoder.time_major = self.decoder.time_major = bool(enabled)
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):

@@ -98,12 +98,26 @@ def _run_layers(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.elu(x) if pending_elu else x
 
 
+def default_time_major(config) -> bool:
+    """Whether the encoder and decoder of `config` run the time-major layout by default (inference only).
+
+    The layout changes the latents by float rounding (~1e-7 relative; the same order as the differences between
+    transformers' results on CPUs with other instruction sets). For weight-norm models (24 kHz, 32 kHz) no code
+    moved on real audio or noise at any bandwidth, and it is 1.3-1.6x faster at batch 1, so it is on. GroupNorm
+    models (48 kHz) renormalise every layer, and there it flipped a few near-tie codes of noise (16 of 100k at 24
+    kbps) while running no faster (GroupNorm needs the channel-major kernel, two extra copies per layer), so they
+    keep the reference kernels. Set ``model.time_major = False`` for bit-identical reference numerics.
+    """
+    return config.norm_type != "time_group_norm"
+
+
 class EncodecEncoder(nn.Module):
     """Audio `[B, C, T]` to latents `[B, D, ceil(T / hop_length)]`.
 
-    ``time_major`` (opt-in, default ``False``) runs the fast inference layout (see ``conv.is_time_major``) whenever
-    autograd is off; ``False`` (or autograd on, i.e. training) runs the layers one by one exactly as transformers
-    does (same kernels, bit-identical results).
+    ``time_major`` runs the fast inference layout (see ``conv.is_time_major``) whenever autograd is off; ``False``
+    (and always under autograd, i.e. training) runs the layers one by one exactly as transformers does (same
+    kernels, bit-identical results). It defaults to ``True`` for weight-norm models and ``False`` for GroupNorm
+    ones (see `default_time_major`).
     """
 
     def __init__(self, config) -> None:
@@ -123,11 +137,7 @@ class EncodecEncoder(nn.Module):
             EncodecConv1d(scaling * nf, config.hidden_size, config.last_kernel_size, **kw),
         ]
         self.layers = nn.ModuleList(layers)
-        # The time-major layout (opt-in: `encoder.time_major = True`) changes the latents by float rounding (~1e-7
-        # relative). No code moved in our tests for weight-normed models, but GroupNorm models (48 kHz) flipped a
-        # few near-tie codes per minute. Codes identical to the references are the contract, so the default stays
-        # on the reference kernels.
-        self.time_major = False  # opt-in: exact reference numerics by default
+        self.time_major = default_time_major(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.time_major and not torch.is_grad_enabled():
@@ -167,8 +177,7 @@ class EncodecDecoder(nn.Module):
             scaling //= 2
         layers += [nn.ELU(), EncodecConv1d(nf, config.audio_channels, config.last_kernel_size, **kw)]
         self.layers = nn.ModuleList(layers)
-        # Opt-in as in the encoder (`decoder.time_major = True`): audio then differs from the reference by ~1e-7.
-        self.time_major = False  # opt-in: exact reference numerics by default
+        self.time_major = default_time_major(config)  # as in the encoder: audio within ~1e-7 of the reference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.time_major and not torch.is_grad_enabled():
