@@ -34,15 +34,15 @@ def tiny_config(**overrides) -> EncodecConfig:
 
 def tiny_chunked_config(**overrides) -> EncodecConfig:
     """A 48 kHz-like stereo model: non-causal, time group norm, 0.1 s chunks with 10 % overlap."""
-    return tiny_config(
+    chunked = dict(
         audio_channels=2,
         normalize=True,
         chunk_length_s=0.1,
         overlap=0.1,
         norm_type="time_group_norm",
         use_causal_conv=False,
-        **overrides,
     )
+    return tiny_config(**{**chunked, **overrides})
 
 
 def reference_from_config(config: EncodecConfig, seed: int = 0) -> transformers.EncodecModel:

@@ -175,7 +175,7 @@ class _FoldedWeight:
     def get_derived(self, conv: nn.Module, name: str, fn) -> torch.Tensor:
         """``fn(weight)`` (a re-laid-out copy of the weight), cached like the folded weight itself."""
         weight = self.get(conv)
-        if torch.is_grad_enabled() and weight.requires_grad:
+        if (torch.is_grad_enabled() and weight.requires_grad) or weight.is_inference():
             return fn(weight)
         key = (id(weight), weight._version, weight.data_ptr(), weight.dtype, weight.device)
         cached = self.derived.get(name)
@@ -190,7 +190,9 @@ class _FoldedWeight:
             return conv.weight
         originals = conv.parametrizations.weight
         g, v = originals.original0, originals.original1
-        if torch.is_grad_enabled() and (g.requires_grad or v.requires_grad):
+        if (torch.is_grad_enabled() and (g.requires_grad or v.requires_grad)) or g.is_inference() or v.is_inference():
+            # Parameters created or cast under `torch.inference_mode` carry no version counter to key a cache on:
+            # recompute (as the reference does on every call) rather than risk a stale weight.
             return conv.weight
         key = (g._version, v._version, g.data_ptr(), v.data_ptr(), g.dtype, g.device)
         if key != self.key:

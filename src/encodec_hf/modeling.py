@@ -116,6 +116,12 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
             init.ones_(module.inited)
 
 
+def blend_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype chunk outputs are cross-faded in: at least float32. In bfloat16 the window's end values round to
+    exactly 0 (0.5 - (0.5 - 2e-5) == 0), and the normalising division would put NaNs at the chunk edges."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def overlap_add_window(length: int, like: torch.Tensor) -> torch.Tensor:
     """Triangular cross-fade weights `[length]`: ``0.5 - |t - 0.5|`` on ``t = linspace(0, 1, length + 2)[1:-1]``.
 
@@ -445,7 +451,7 @@ class EncodecModel(EncodecPreTrainedModel):
 
     def _decode_chunks(self, codes: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
         """Codes `[G, K, F]` (and scales `[G, 1]`) to audio `[G, C, F * hop]`."""
-        audio = self.decoder(self.quantizer.decode(codes))
+        audio = self.decoder(self.quantizer.decode(codes, self.dtype))
         return audio * scales.view(-1, 1, 1) if scales is not None else audio
 
     @staticmethod
@@ -461,14 +467,15 @@ class EncodecModel(EncodecPreTrainedModel):
         # The furthest end, not the last chunk's: a short last chunk can end before the previous one's decoded
         # overhang (e.g. 47_760 samples at 48 kHz), which makes the reference implementations crash.
         total = max(k * stride + frame.shape[-1] for k, frame in enumerate(frames))
-        weight = overlap_add_window(first.shape[-1], first)
-        out = torch.zeros(*first.shape[:-1], total, device=first.device, dtype=first.dtype)
-        sum_weight = torch.zeros(total, device=first.device, dtype=first.dtype)
+        dtype = blend_dtype(first.dtype)
+        weight = overlap_add_window(first.shape[-1], first.new_empty(0, dtype=dtype))
+        out = torch.zeros(*first.shape[:-1], total, device=first.device, dtype=dtype)
+        sum_weight = torch.zeros(total, device=first.device, dtype=dtype)
         for k, frame in enumerate(frames):
             n = frame.shape[-1]
             out[..., k * stride : k * stride + n] += weight[:n] * frame
             sum_weight[k * stride : k * stride + n] += weight[:n]
-        return out / sum_weight
+        return (out / sum_weight).to(first.dtype)
 
     def decode(
         self,

@@ -51,7 +51,7 @@ from .errors import (
     StreamingNotSupportedError,
 )
 from .lstm import EncodecLSTM
-from .modeling import overlap_add_window
+from .modeling import blend_dtype, overlap_add_window
 from .seanet import EncodecResnetBlock
 
 logger = logging.getLogger(__name__)
@@ -627,7 +627,7 @@ class StreamingDecoder(_Stream):
         if codes.shape[-1] == 0:
             like = _param_like(self.model)
             return like.new_empty(codes.shape[0], self.model.config.audio_channels, 0)
-        latents = self.model.quantizer.decode(codes)
+        latents = self.model.quantizer.decode(codes, _param_like(self.model).dtype)
         audio = _run_step(self.model.decoder.layers, self.state.layers, latents)
         self.state.num_samples += audio.shape[-1]
         return audio
@@ -823,14 +823,14 @@ class ChunkStreamingDecoder(_Stream):
         st.batch_size, st.num_codebooks = codes.shape[0], codes.shape[1]
         audio = self.model.decode(codes[None], [None if scales is None else scales[0]]).audio_values
         if st.weight is None:
-            st.weight = overlap_add_window(audio.shape[-1], audio)
+            st.weight = overlap_add_window(audio.shape[-1], audio.new_empty(0, dtype=blend_dtype(audio.dtype)))
         start = st.num_chunks * self.chunk_stride
         end = start + audio.shape[-1]
         acc_end = st.acc_start + (0 if st.acc is None else st.acc.shape[-1])
         if end > acc_end:  # grow the accumulators with zeros, as the offline buffers start at zero
             grow = end - acc_end
-            new_acc = audio.new_zeros(*audio.shape[:2], grow)
-            new_w = audio.new_zeros(grow)
+            new_acc = st.weight.new_zeros(*audio.shape[:2], grow)
+            new_w = st.weight.new_zeros(grow)
             st.acc = new_acc if st.acc is None else torch.cat([st.acc, new_acc], -1)
             st.weight_acc = new_w if st.weight_acc is None else torch.cat([st.weight_acc, new_w], -1)
         w = st.weight[: audio.shape[-1]]
@@ -844,7 +844,7 @@ class ChunkStreamingDecoder(_Stream):
     def _emit(self, upto: int) -> torch.Tensor:
         st = self.state
         n = upto - st.acc_start
-        out = st.acc[..., :n] / st.weight_acc[:n]
+        out = (st.acc[..., :n] / st.weight_acc[:n]).to(_param_like(self.model).dtype)
         st.acc, st.weight_acc = st.acc[..., n:].contiguous(), st.weight_acc[n:].contiguous()
         st.acc_start = upto
         st.num_samples += n
