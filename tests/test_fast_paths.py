@@ -104,9 +104,12 @@ def test_conv_transpose_gemm_matches_reference(causal, norm_type, kernel, stride
         reference = conv.conv_forward(x)
         fast = conv.conv_forward(x, time_major=True)
         trimmed = conv(to_time_major(x), time_major=True)
-    assert is_time_major(fast)
+        fused = conv.forward_elu(to_time_major(x))  # ELU fused into the sub-pixel conv's padding (k = 2s)
+        fused_reference = conv(F.elu(x))
+    assert is_time_major(fast) and is_time_major(fused)
     _close(fast, reference)
     _close(trimmed, conv(x))
+    _close(fused, fused_reference)
 
 
 def test_resnet_block_fast_path_matches_reference():

@@ -266,9 +266,12 @@ class EncodecConv1d(nn.Module):
         return y.squeeze(2)
 
     def forward(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
+        paddings = self.paddings(x.shape[-1])
         if time_major:
-            return self.conv_forward(pad1d_into(x, self.paddings(x.shape[-1]), self.pad_mode), True)
-        return self.conv_forward(pad1d(x, self.paddings(x.shape[-1]), self.pad_mode))
+            # Unpadded (1x1) convs read a dense time-major input in place: no copy into a new buffer.
+            padded = to_time_major(x) if paddings == (0, 0) else pad1d_into(x, paddings, self.pad_mode)
+            return self.conv_forward(padded, True)
+        return self.conv_forward(pad1d(x, paddings, self.pad_mode))
 
     def forward_elu(self, x: torch.Tensor) -> torch.Tensor:
         """``forward(elu(x))`` in the time-major layout, with the activation fused into the padding copy."""
@@ -308,24 +311,52 @@ class EncodecConvTranspose1d(nn.Module):
     def trims(self) -> tuple[int, int]:
         return conv_transpose1d_trims(self.kernel_size, self.stride, self.causal, self.trim_right_ratio)
 
-    def conv_forward(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
-        """The transposed convolution (and norm) without trimming: `[B, C_in, F] -> [B, C_out, (F-1)*s + k]`.
+    def conv_forward(self, x: torch.Tensor, time_major: bool = False, elu: bool = False) -> torch.Tensor:
+        """The transposed convolution (and norm) of ``elu(x) if elu else x``, without trimming: `[B, C_in, F] ->
+        [B, C_out, (F-1)*s + k]`.
 
-        With ``time_major=True`` it runs as one matrix product plus an overlap-add (see ``_gemm_overlap_add``) and
-        returns a time-major tensor; the values agree with the default path to float rounding.
+        With ``time_major=True`` it runs as a 2-tap convolution over frames (``_subpixel_conv``, EnCodec's
+        ``k = 2s``, the activation fused into its padding copy) or else as one matrix product plus an overlap-add
+        (``_gemm_overlap_add``), and returns a time-major tensor; the values agree with the default path to float
+        rounding.
         """
         conv = self.conv
-        if not time_major:
-            x = F.conv_transpose1d(x, self._folded.get(conv), conv.bias, conv.stride)
+        if not time_major or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *self.parameters()))):
+            x = F.conv_transpose1d(F.elu(x) if elu else x, self._folded.get(conv), conv.bias, conv.stride)
             if self.norm_type == "time_group_norm":
                 x = self.norm(x)
-            return x
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *self.parameters())):
-            return to_time_major(self.conv_forward(x))  # training: the differentiable reference route
-        y = self._gemm_overlap_add(x)  # [B, C_out, L], time-major
+            return to_time_major(x) if time_major else x  # training takes the differentiable reference route
+        if self.kernel_size == 2 * self.stride:
+            y = self._subpixel_conv(pad1d_into(x, (1, 1), "constant", elu=elu))
+        else:
+            y = self._gemm_overlap_add(F.elu(x) if elu else x)  # [B, C_out, L], time-major
         if self.norm_type == "time_group_norm":
             y = _group_norm_time_major(self.norm, y)
         return y
+
+    def _subpixel_conv(self, padded: torch.Tensor) -> torch.Tensor:
+        """EnCodec's transposed conv (``k = 2s``) as a 2-tap conv over frames: `[B, C_in, F + 2]` (one zero frame
+        on each side) `-> [B, C_out, (F + 1) * s]`, time-major.
+
+        Output sample ``m * s + j`` is ``x[m] @ W[:, :, j] + x[m - 1] @ W[:, :, j + s]`` (zero outside the input):
+        a stride-1 conv with taps ``(x[m - 1], x[m])`` and ``s * C_out`` output channels ordered ``(j, c_out)``, so
+        its time-major output `[B, F + 1, s * C_out]` already is the transposed conv's output `[B, (F+1) * s,
+        C_out]`. This runs on oneDNN's channels-last convolution and writes the result once, where
+        ``_gemm_overlap_add`` materialises a twice-as-large GEMM output and folds it in a second pass.
+        """
+        conv, stride = self.conv, self.stride
+
+        def subpixel_weight(w: torch.Tensor) -> torch.Tensor:  # [C_in, C_out, 2s] -> [s * C_out, C_in, 1, 2]
+            c_in, c_out, _ = w.shape
+            taps = w.view(c_in, c_out, 2, stride).flip(2)  # [C_in, C_out, tap, j]: tap 0 = W[..., j + s]
+            w4 = taps.permute(3, 1, 0, 2).reshape(stride * c_out, c_in, 1, 2)
+            return w4.contiguous(memory_format=torch.channels_last)
+
+        weight = self._folded.get_derived(conv, "subpixel", subpixel_weight)
+        bias = None if conv.bias is None else conv.bias.repeat(stride)
+        y = F.conv2d(_as_channels_last_4d(padded), weight, bias)  # [B, s * C_out, 1, F + 1], channels-last
+        batch, _, _, frames = y.shape
+        return y.permute(0, 2, 3, 1).reshape(batch, frames * stride, conv.out_channels).transpose(1, 2)
 
     def _gemm_overlap_add(self, x: torch.Tensor) -> torch.Tensor:
         """Transposed conv as ``X @ W`` then overlap-add: `[B, C_in, F] -> [B, C_out, (F-1)*s + k]` (time-major).
@@ -371,5 +402,11 @@ class EncodecConvTranspose1d(nn.Module):
 
     def forward(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
         y = self.conv_forward(x, time_major)
+        left, right = self.trims()
+        return y[..., left : y.shape[-1] - right]
+
+    def forward_elu(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(elu(x))`` in the time-major layout, with the activation fused into the padding copy."""
+        y = self.conv_forward(x, True, elu=True)
         left, right = self.trims()
         return y[..., left : y.shape[-1] - right]

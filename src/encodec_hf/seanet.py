@@ -88,7 +88,7 @@ def _run_layers(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
                 x = torch.nn.functional.elu(x)
             pending_elu = True
             continue
-        if pending_elu and isinstance(layer, EncodecConv1d):
+        if pending_elu and isinstance(layer, (EncodecConv1d, EncodecConvTranspose1d)):
             x = layer.forward_elu(x)
         else:
             if pending_elu:
