@@ -47,7 +47,7 @@ def _tiny_config(**kwargs) -> EncodecConfig:
 def test_pad1d_into_matches_pad_then_elu(mode, paddings, elu, time_major_input):
     torch.manual_seed(0)
     x = torch.randn(3, 5, 11)
-    reference = pad1d(F.elu(x) if elu else x, paddings, mode)
+    reference = F.pad(F.elu(x) if elu else x, paddings, mode)  # torch's own padding kernels
     if time_major_input:
         x = to_time_major(x)
     out = pad1d_into(x, paddings, mode, elu=elu)
@@ -56,6 +56,17 @@ def test_pad1d_into_matches_pad_then_elu(mode, paddings, elu, time_major_input):
         assert (out - reference).abs().max() <= 2 * torch.finfo(torch.float32).eps
     else:
         assert torch.equal(out, reference)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "constant"])
+@pytest.mark.parametrize("paddings", [(0, 0), (2, 0), (0, 3), (3, 1), (6, 7)])
+@pytest.mark.parametrize("time_major_input", [False, True])
+def test_pad1d_copies_exactly_what_torch_pads(mode, paddings, time_major_input):
+    """pad1d's buffer + mirrored borders (the reference path's padding) gives F.pad's values, channel-major."""
+    x = torch.randn(3, 5, 11)
+    reference = F.pad(x, paddings, mode)
+    out = pad1d(to_time_major(x) if time_major_input else x, paddings, mode)
+    assert torch.equal(out, reference) and out.is_contiguous()
 
 
 @pytest.mark.parametrize("length", [1, 2, 3])
