@@ -48,6 +48,18 @@ def test_bit_identical_to_original(n_q, past_context, num_codebooks, steps, capa
     assert torch.equal(forward[0].permute(2, 1, 0), expected)
 
 
+def test_position_cache_is_bounded_and_bits_unchanged():
+    original = _original_lm(8, 20)
+    ours = EncodecLM(EncodecLMConfig(num_codebooks=8, past_context=20))
+    ours.load_state_dict(original.state_dict(), strict=True)
+    ours.eval()
+    ours.max_cached_positions = 7  # long files would otherwise keep one tensor per frame offset
+    codes = torch.randint(1024, (1, 4, 30), generator=torch.Generator().manual_seed(5))
+    forward, _ = ours(codes)
+    assert 0 < len(ours._pos_cache) <= 7
+    assert torch.equal(forward[0].permute(2, 1, 0), _original_probas(original, codes))
+
+
 def test_exact_recompute_mode_matches_cached_mode():
     torch.manual_seed(0)
     lm = EncodecLM(EncodecLMConfig(num_codebooks=4, past_context=16)).eval()

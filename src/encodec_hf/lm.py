@@ -231,6 +231,10 @@ class EncodecLM(nn.Module):
     ```
     """
 
+    # Position embeddings are computed one offset at a time (a block would round its loop tails differently) and
+    # cached per offset, up to this many.
+    max_cached_positions: int = 8192
+
     def __init__(self, config: EncodecLMConfig):
         super().__init__()
         self.config = config
@@ -357,6 +361,9 @@ class EncodecLM(nn.Module):
             adim = torch.arange(half, device=device).view(1, 1, -1)
             phase = positions / (self.config.max_period ** (adim / (half - 1)))
             pos = torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+            if len(self._pos_cache) >= self.max_cached_positions:
+                # Bounded: an hour of 24 kHz audio is 270k offsets (~300 MB of small tensors) otherwise.
+                self._pos_cache.clear()
             self._pos_cache[offset] = pos
         return pos
 
