@@ -31,7 +31,9 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "einops>=0.6"],
+        # Optional ONNX export and onnxruntime inference (encodec_hf.onnx_export).
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "einops>=0.6", "onnx>=1.16", "onnxruntime>=1.18"],
     },
     entry_points={"console_scripts": ["encodec-hf=encodec_hf.cli:main"]},
 )

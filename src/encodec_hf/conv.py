@@ -123,7 +123,7 @@ def _group_norm_time_major(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
 def _fast_pad_applies(x: torch.Tensor, paddings: tuple[int, int], mode: str) -> bool:
     """Whether `_padded_buffer` can pad `x`: zero or reflect padding (reflect narrower than the signal), no autograd
     (its ``out=`` writes are not differentiable)."""
-    if torch.is_grad_enabled() and x.requires_grad:
+    if (torch.is_grad_enabled() and x.requires_grad) or torch.jit.is_tracing():  # tracing (ONNX export): F.pad
         return False
     return mode == "constant" or (mode == "reflect" and x.shape[-1] > max(paddings))
 
