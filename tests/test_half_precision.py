@@ -97,3 +97,14 @@ def test_model_built_and_cast_under_inference_mode():
         assert torch.equal(model.decode(got.audio_codes, got.audio_scales).audio_values, reference_audio)
         half = model.to(torch.bfloat16)  # cast inside inference_mode as well
         assert torch.isfinite(half.decode(got.audio_codes, got.audio_scales).audio_values).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_from_pretrained_in_half_precision_keeps_codebooks_float32(dtype, tmp_path):
+    model = _model(tiny_config())
+    model.save_pretrained(tmp_path)
+    half = EncodecModel.from_pretrained(tmp_path, dtype=dtype)
+    assert half.dtype == dtype
+    for loaded, original in zip(half.quantizer.layers, model.quantizer.layers, strict=True):
+        assert loaded.codebook.embed.dtype == torch.float32
+        assert torch.equal(loaded.codebook.embed, original.codebook.embed)

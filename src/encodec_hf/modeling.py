@@ -88,6 +88,9 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
     config_class = EncodecConfig
     base_model_prefix = "encodec"
     main_input_name = "input_values"
+    # `from_pretrained(..., dtype=torch.bfloat16)` keeps the codebooks in float32, as `.to(dtype)` does (see
+    # quantization.py): the nearest-code search is where 16 bits would hurt.
+    _keep_in_fp32_modules_strict = ["quantizer"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
