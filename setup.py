@@ -27,8 +27,7 @@ setup(
         "datasets>=3.0",
         "numpy>=1.24",
         "soundfile>=0.12",
-        # Resampling in the datasets recipe (the resampler librosa uses; small wheel, numpy only).
-        "tqdm>=4.60",
+        "tqdm>=4.60",  # progress bars (CLI, encode-dataset)
     ],
     extras_require={
         # Optional ONNX export and onnxruntime inference (encodec_hf.onnx_export).
