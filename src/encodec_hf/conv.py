@@ -111,13 +111,13 @@ def _as_channels_last_4d(x: torch.Tensor) -> torch.Tensor:
 
 
 def _group_norm_time_major(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-    """GroupNorm of a time-major `[B, C, T]`, computed by the channel-major kernel.
+    """GroupNorm of a time-major `[B, C, T]` by torch's channels-last kernel, without a layout round trip.
 
-    torch's channels-last GroupNorm kernel sums in another order and differs from the channel-major one by about
-    1e-5 relative, enough to flip near-tie codes of the 48 kHz model; the layout round trip costs two copies and
-    keeps GroupNorm's own numerics those of the reference.
+    It sums in another order than the channel-major kernel (about 1e-5 relative). Only the time-major path of
+    GroupNorm models uses it, and that path is opt-in for them (`seanet.default_time_major`): a round trip through
+    the channel-major kernel kept this step's numerics but made the whole path slower than the reference.
     """
-    return to_time_major(norm(x.contiguous()))
+    return norm(to_time_major(x).unsqueeze(2)).squeeze(2)
 
 
 def _fast_pad_applies(x: torch.Tensor, paddings: tuple[int, int], mode: str) -> bool:
