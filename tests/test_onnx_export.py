@@ -59,8 +59,10 @@ def test_model_api_runs_on_onnxruntime_with_short_inputs_on_pytorch(tmp_path):
     with torch.inference_mode():
         enc = model.encode(x, bandwidth=config.target_bandwidths[-1])
         expected = reference.encode(x, bandwidth=config.target_bandwidths[-1])
-        # Float rounding apart, the same latents: on these inputs every code agrees.
-        assert torch.equal(enc.audio_codes, expected.audio_codes)
+        # Float rounding apart, the same latents; onnxruntime's kernels are not bound to PyTorch's bits, so a
+        # near-tie could flip a code (and the residual codes after it) on another CPU: allow a sliver.
+        assert enc.audio_codes.shape == expected.audio_codes.shape
+        assert (enc.audio_codes == expected.audio_codes).float().mean() >= 0.99
         out = model.decode(**enc).audio_values
         ref = reference.decode(**expected).audio_values
         assert out.shape == x.shape and (out - ref).abs().max() <= 1e-4
