@@ -60,6 +60,16 @@ def reference_from_config(config: EncodecConfig, seed: int = 0) -> transformers.
     return model
 
 
+def random_model(config: EncodecConfig, seed: int = 0) -> EncodecModel:
+    """An encodec_hf model with random weights and random codebooks (they would start at zero), in eval mode."""
+    torch.manual_seed(seed)
+    model = EncodecModel(config).eval()
+    with torch.no_grad():
+        for layer in model.quantizer.layers:
+            layer.codebook.embed.normal_()
+    return model
+
+
 @pytest.fixture(scope="session")
 def saved_reference(tmp_path_factory):
     """Factory: (preset name) -> (transformers model, folder it was saved to), built once per session."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_model
 
 from encodec_hf import EncodecConfig, EncodecModel
 from encodec_hf.conv import (
@@ -210,12 +211,7 @@ def test_codebook_norm_cache_is_exact_and_invalidated():
 # ---------------------------------------------------------------- model level: transformers parity
 def _pair(config: EncodecConfig, tmp_path):
     transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    model = EncodecModel(config)
-    with torch.no_grad():
-        for layer in model.quantizer.layers:
-            layer.codebook.embed.normal_()
-    model.save_pretrained(tmp_path)
+    random_model(config).save_pretrained(tmp_path)
     return transformers.EncodecModel.from_pretrained(tmp_path).eval(), EncodecModel.from_pretrained(tmp_path).eval()
 
 

@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import audio, tiny_chunked_config, tiny_config
+from conftest import audio, random_model, tiny_chunked_config, tiny_config
 
 from encodec_hf import EncodecModel
 from encodec_hf.streaming import ChunkStreamingDecoder
 
 
-def _model(config, seed: int = 0) -> EncodecModel:
-    torch.manual_seed(seed)
-    model = EncodecModel(config).eval()
-    with torch.no_grad():
-        for layer in model.quantizer.layers:
-            layer.codebook.embed.normal_()
-    return model
-
-
 @pytest.mark.parametrize("cast", [lambda m: m.to(torch.bfloat16), lambda m: m.half()])
 def test_cast_keeps_quantizer_in_float32_with_original_values(cast):
-    model = _model(tiny_config())
+    model = random_model(tiny_config())
     embeds = [layer.codebook.embed.clone() for layer in model.quantizer.layers]
     half = cast(model)
     assert half.encoder.layers[0].conv.bias.dtype in (torch.bfloat16, torch.float16)
@@ -41,12 +32,12 @@ def test_cast_keeps_quantizer_in_float32_with_original_values(cast):
 
 @pytest.mark.parametrize("config", [tiny_config(), tiny_chunked_config(chunk_length_s=1.0)], ids=["causal", "chunked"])
 def test_bfloat16_encode_decode_agrees_with_float32(config):
-    model = _model(config)
+    model = random_model(config)
     x = audio(2, config.audio_channels, int(1.5 * config.sampling_rate))  # two 1 s chunks for the chunked model
     with torch.inference_mode():
         reference = model.encode(x, bandwidth=config.target_bandwidths[-1])
         reference_audio = model.decode(reference.audio_codes, reference.audio_scales).audio_values
-        half = _model(config).to(torch.bfloat16)
+        half = random_model(config).to(torch.bfloat16)
         latents = half.encoder(x.to(torch.bfloat16)).float()
         scale = 1.0
         if config.normalize:  # compare the encoder on the same normalised input as the float32 path
@@ -69,7 +60,7 @@ def test_bfloat16_encode_decode_agrees_with_float32(config):
 
 def test_bfloat16_chunk_stream_decoder_is_finite_and_matches_offline():
     config = tiny_chunked_config(chunk_length_s=1.0)
-    half = _model(config).to(torch.bfloat16)
+    half = random_model(config).to(torch.bfloat16)
     x = audio(1, 2, int(2.5 * config.sampling_rate))
     with torch.inference_mode():
         enc = half.encode(x, bandwidth=config.target_bandwidths[0])
@@ -87,11 +78,11 @@ def test_model_built_and_cast_under_inference_mode():
     not rely on one (this used to raise "Inference tensors do not track version counter")."""
     config = tiny_config()
     x = audio(1, 1, 800)
-    expected = _model(config)
+    expected = random_model(config)
     with torch.inference_mode():
         reference = expected.encode(x, bandwidth=config.target_bandwidths[-1])
         reference_audio = expected.decode(reference.audio_codes, reference.audio_scales).audio_values
-        model = _model(config)  # built (and its codebooks filled) inside inference_mode
+        model = random_model(config)  # built (and its codebooks filled) inside inference_mode
         got = model.encode(x, bandwidth=config.target_bandwidths[-1])
         assert torch.equal(got.audio_codes, reference.audio_codes)
         assert torch.equal(model.decode(got.audio_codes, got.audio_scales).audio_values, reference_audio)
@@ -101,7 +92,7 @@ def test_model_built_and_cast_under_inference_mode():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_from_pretrained_in_half_precision_keeps_codebooks_float32(dtype, tmp_path):
-    model = _model(tiny_config())
+    model = random_model(tiny_config())
     model.save_pretrained(tmp_path)
     half = EncodecModel.from_pretrained(tmp_path, dtype=dtype)
     assert half.dtype == dtype

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import audio, tiny_chunked_config, tiny_config
+from conftest import audio, random_model, tiny_chunked_config, tiny_config
 
-from encodec_hf import EncodecModel
 from encodec_hf.onnx_export import (
     DECODER_FILE,
     ENCODER_FILE,
@@ -18,22 +17,13 @@ from encodec_hf.onnx_export import (
 )
 
 
-def _model(config, seed: int = 0) -> EncodecModel:
-    torch.manual_seed(seed)
-    model = EncodecModel(config).eval()
-    with torch.no_grad():
-        for layer in model.quantizer.layers:
-            layer.codebook.embed.normal_()
-    return model
-
-
 @pytest.mark.parametrize("config", [tiny_config(), tiny_chunked_config()], ids=["causal", "chunked-groupnorm"])
 def test_exported_halves_match_eager_for_any_batch_and_length(config, tmp_path):
-    model = _model(config)
+    model = random_model(config)
     paths = export_onnx(model, tmp_path)
     assert paths == {"encoder": tmp_path / ENCODER_FILE, "decoder": tmp_path / DECODER_FILE}
     assert not list(tmp_path.glob("*.tmp"))  # written through temporary files, nothing partial left
-    reference = _model(config)
+    reference = random_model(config)
     use_onnxruntime(model, tmp_path)
     assert isinstance(model.encoder, OnnxRuntimeModule) and isinstance(model.decoder, OnnxRuntimeModule)
     hop = config.hop_length
@@ -52,7 +42,7 @@ def test_exported_halves_match_eager_for_any_batch_and_length(config, tmp_path):
 
 def test_model_api_runs_on_onnxruntime_with_short_inputs_on_pytorch(tmp_path):
     config = tiny_config()
-    model, reference = _model(config), _model(config)
+    model, reference = random_model(config), random_model(config)
     export_onnx(model, tmp_path)
     use_onnxruntime(model, tmp_path, threads=1)
     x = audio(2, 1, 300 * config.hop_length + 5)
@@ -77,7 +67,7 @@ def test_model_api_runs_on_onnxruntime_with_short_inputs_on_pytorch(tmp_path):
 
 
 def test_bad_calls(tmp_path):
-    model = _model(tiny_config())
+    model = random_model(tiny_config())
     with pytest.raises(FileNotFoundError, match="export_onnx"):
         use_onnxruntime(model, tmp_path)
     with pytest.raises(TypeError, match="EncodecModel"):
