@@ -24,6 +24,8 @@ issue used).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -143,7 +145,71 @@ def timed(fn) -> tuple[float, float, float, object]:
     return elapsed, cpu, mem.peak_mb, result
 
 
-def run_case(theirs, ours, name: str, seconds: float, batch: int, repeats: int, ours_kwargs: dict) -> dict:
+# oneDNN primitives that compute (everything else it runs is a reorder, i.e. a layout copy).
+ONEDNN_COMPUTE_PRIMITIVES = ("convolution", "deconvolution", "rnn", "inner_product", "matmul")
+
+
+@contextlib.contextmanager
+def _stdout_fd_to(path: Path):
+    """Redirect file descriptor 1 (where oneDNN's C code prints its verbose lines) to `path`."""
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(path, "wb") as sink:
+            os.dup2(sink.fileno(), 1)
+            try:
+                yield
+            finally:
+                libc.fflush(None)  # C stdio buffers what oneDNN printed; push it to the file before switching back
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+
+
+def onednn_seconds(fn, workdir: Path) -> dict[str, float]:
+    """Seconds spent inside each kind of oneDNN primitive during `fn()`, from oneDNN's own verbose timings."""
+    log = workdir / "onednn_verbose.log"
+    with _stdout_fd_to(log), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+        fn()
+    seconds: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        fields = line.split(",")
+        if not line.startswith("onednn_verbose") or "exec" not in fields[:5]:
+            continue
+        kind = fields[fields.index("exec") + 2]
+        with contextlib.suppress(ValueError):
+            seconds[kind] = seconds.get(kind, 0.0) + float(fields[-1]) / 1e3
+    return seconds
+
+
+def kernel_floor(ours, audio: torch.Tensor, workdir: Path) -> dict | None:
+    """The part of encodec_hf's encode and decode spent in oneDNN's compute primitives (bit-exact layout only).
+
+    On the reference layout the codes are only identical because every convolution, transposed convolution and
+    LSTM runs through the same oneDNN primitives as transformers' (other kernels sum in another order and move
+    codes, see the README). Those primitives' own run time, measured by oneDNN and excluding its layout copies,
+    is therefore a floor for any implementation with identical codes on this machine: transformers' time over it
+    bounds the reachable speed-up. Returns None on the time-major layout (its kernels are not the bit-defining
+    ones) and where oneDNN reports nothing (a torch build without it).
+    """
+    if any(getattr(module, "time_major", False) for module in (ours.encoder, ours.decoder)):
+        return None
+    with torch.inference_mode():
+        enc = ours.encode(audio, bandwidth=BANDWIDTH)
+        encode = onednn_seconds(lambda: ours.encode(audio, bandwidth=BANDWIDTH), workdir)
+        decode = onednn_seconds(
+            lambda: ours.decode(enc.audio_codes, enc.audio_scales, last_frame_pad_length=enc.last_frame_pad_length),
+            workdir,
+        )
+    floor = {}
+    for stage, kinds in (("encode", encode), ("decode", decode)):
+        floor[f"{stage}_floor_s"] = sum(kinds.get(kind, 0.0) for kind in ONEDNN_COMPUTE_PRIMITIVES)
+        floor[f"{stage}_onednn_s"] = kinds
+    return floor if floor["encode_floor_s"] > 0 and floor["decode_floor_s"] > 0 else None
+
+
+def run_case(theirs, ours, name: str, seconds: float, batch: int, repeats: int, workdir: Path) -> dict:
     audio = load_clip(name, seconds, batch)
     impls = {"transformers": theirs, "encodec_hf": ours}
     with torch.inference_mode():
@@ -204,6 +270,11 @@ def run_case(theirs, ours, name: str, seconds: float, batch: int, repeats: int, 
     row["decode_speedup"] = row["transformers"]["decode_s"] / row["encodec_hf"]["decode_s"]
     row["encode_speedup_cpu"] = row["transformers"]["encode_cpu_s"] / row["encodec_hf"]["encode_cpu_s"]
     row["decode_speedup_cpu"] = row["transformers"]["decode_cpu_s"] / row["encodec_hf"]["decode_cpu_s"]
+    floor = kernel_floor(ours, audio, workdir)
+    if floor is not None:
+        floor["encode_max_speedup"] = row["transformers"]["encode_s"] / floor["encode_floor_s"]
+        floor["decode_max_speedup"] = row["transformers"]["decode_s"] / floor["decode_floor_s"]
+        row["kernel_floor"] = floor
     return row
 
 
@@ -232,6 +303,22 @@ def format_table(rows: list[dict], peak: float) -> str:
             f"| {'yes' if r['codes_identical'] else 'NO ({:.1f}% agree)'.format(100 * r['codes_agree'])} "
             f"| {r['max_audio_diff']:.1e} |"
         )
+    floors = [r for r in rows if "kernel_floor" in r]
+    if floors:
+        lines += [
+            "",
+            "Bit-exact kernel floor (oneDNN's convolution / transposed-convolution / LSTM primitives alone, "
+            "as timed by oneDNN in encodec_hf's run; transformers' time over it bounds any codes-identical speed-up):",
+            "",
+            "| model | audio | batch | encode floor s | max encode speed-up | decode floor s | max decode speed-up |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in floors:
+            f = r["kernel_floor"]
+            lines.append(
+                f"| {r['model']} | {r['seconds']:g} s | {r['batch']} | {f['encode_floor_s']:.2f} "
+                f"| {f['encode_max_speedup']:.2f}x | {f['decode_floor_s']:.2f} | {f['decode_max_speedup']:.2f}x |"
+            )
     return "\n".join(lines)
 
 
@@ -309,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             for sec in seconds:
                 for batch in args.batches:
                     t0 = time.perf_counter()
-                    row = run_case(theirs, ours, name, sec, batch, args.repeats, {})
+                    row = run_case(theirs, ours, name, sec, batch, args.repeats, Path(tmp))
                     rows.append(row)
                     args.output.parent.mkdir(parents=True, exist_ok=True)
                     args.output.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
