@@ -132,17 +132,25 @@ def load_clip(name: str, seconds: float, batch: int) -> torch.Tensor:
     return torch.stack(items)
 
 
-def timed(fn) -> tuple[float, float, float, object]:
-    """Wall time, process CPU time and peak RSS rise (MB) of one call, and its result.
+def timed(fn) -> tuple[float, float, object]:
+    """Wall time and process CPU time of one call, and its result.
 
     CPU time is reported next to wall time because it is far less disturbed by other processes competing for the
     cores (with several threads it also counts OpenMP spin-waiting, so it flatters neither side).
     """
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - t0, time.process_time() - c0, result
+
+
+def peak_rss_mb(fn) -> float:
+    """Peak RSS rise (MB) during one call. Kept out of the timed calls: the sampling thread wakes every
+    millisecond, and on a 2-core machine it takes CPU from one of torch's two threads, which stalls every
+    parallel region at its barrier (measured: 10-15% slower calls, more so for the implementation with more,
+    shorter kernels)."""
     with PeakRSS() as mem:
-        t0, c0 = time.perf_counter(), time.process_time()
-        result = fn()
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return elapsed, cpu, mem.peak_mb, result
+        fn()
+    return mem.peak_mb
 
 
 # oneDNN primitives that compute (everything else it runs is a reorder, i.e. a layout copy).
@@ -218,24 +226,31 @@ def run_case(theirs, ours, name: str, seconds: float, batch: int, repeats: int, 
         for model in impls.values():
             enc = model.encode(warm, bandwidth=BANDWIDTH)
             model.decode(enc.audio_codes, enc.audio_scales, last_frame_pad_length=enc.last_frame_pad_length)
-        enc_t, dec_t, enc_c, dec_c, enc_mem, dec_mem, outputs = {}, {}, {}, {}, {}, {}, {}
+        enc_t, dec_t, enc_c, dec_c, enc_mem, dec_mem, outputs, encoded = {}, {}, {}, {}, {}, {}, {}, {}
         for key in impls:
-            enc_t[key], dec_t[key], enc_c[key], dec_c[key], enc_mem[key], dec_mem[key] = [], [], [], [], 0.0, 0.0
+            enc_t[key], dec_t[key], enc_c[key], dec_c[key] = [], [], [], []
         for _ in range(repeats):  # alternate the implementations repeat by repeat
             for key, model in impls.items():
-                t, c, m, enc = timed(lambda model=model: model.encode(audio, bandwidth=BANDWIDTH))
+                t, c, enc = timed(lambda model=model: model.encode(audio, bandwidth=BANDWIDTH))
                 enc_t[key].append(t)
                 enc_c[key].append(c)
-                enc_mem[key] = max(enc_mem[key], m)
-                t, c, m, dec = timed(
+                t, c, dec = timed(
                     lambda model=model, enc=enc: model.decode(
                         enc.audio_codes, enc.audio_scales, last_frame_pad_length=enc.last_frame_pad_length
                     )
                 )
                 dec_t[key].append(t)
                 dec_c[key].append(c)
-                dec_mem[key] = max(dec_mem[key], m)
                 outputs[key] = (enc.audio_codes, dec.audio_values)
+                encoded[key] = enc
+        for key, model in impls.items():  # memory in one more, untimed, call each
+            enc = encoded[key]
+            enc_mem[key] = peak_rss_mb(lambda model=model: model.encode(audio, bandwidth=BANDWIDTH))
+            dec_mem[key] = peak_rss_mb(
+                lambda model=model, enc=enc: model.decode(
+                    enc.audio_codes, enc.audio_scales, last_frame_pad_length=enc.last_frame_pad_length
+                )
+            )
     codes_a, codes_b = outputs["transformers"][0], outputs["encodec_hf"][0]
     codes_equal = torch.equal(codes_a, codes_b)
     codes_agree = (codes_a == codes_b).float().mean().item() if codes_a.shape == codes_b.shape else 0.0

@@ -158,13 +158,15 @@ class EncodecModel(EncodecPreTrainedModel):
 
     # Chunks of one length are encoded together, at most this many per network call (bounds peak memory)...
     max_chunks_per_batch: int = 16
-    # ... and at most this many samples (per channel) per call: measured on CPU, 2-4 one-second 48 kHz chunks per
-    # call run about twice as fast per chunk as 16, whose activations no longer fit in the caches.
-    max_samples_per_batch: int = 192_000
+    # ... and at most this many samples (per channel) per call: 2 one-second 48 kHz chunks. More chunks per call
+    # run the LSTM at a larger batch, but their activations (12 MB per layer at 2 chunks, 25 MB at 4) approach
+    # glibc's 32 MB mmap ceiling and its trim threshold: measured in one process with transformers' model, 4 chunks
+    # per call page-faulted ~1 GB of fresh memory per 10 s encode (~0.3 s), 2 chunks rarely. Alone, 2 and 4 run
+    # alike (10 s at 48 kHz, 2 threads: encode 0.69 / 0.65 s, decode 0.77 / 0.74 s); 1 chunk is slower (1.0 s).
+    max_samples_per_batch: int = 96_000
 
-    # Decoding has its own budget. Re-measured on an idle machine (10 s at 48 kHz, 2 threads): one chunk per call
-    # 1.21 s, 2-4 per call 0.88 s, all 11 at once 1.71 s; an earlier one-chunk default was tuned under load.
-    max_samples_per_decode_batch: int = 192_000
+    # Decoding has its own budget, the same for the same reasons (16 chunks at once: 1.7 s for the same 10 s).
+    max_samples_per_decode_batch: int = 96_000
 
     def _group_size(self, samples: int, budget: int | None = None) -> int:
         budget = self.max_samples_per_batch if budget is None else budget
