@@ -46,6 +46,7 @@ def test_kernel_floor_is_reported_for_the_reference_layout_only(tmp_path):
     # Reorders are layout copies, not part of the floor.
     compute = sum(floor["encode_onednn_s"].get(k, 0.0) for k in bench_codec.ONEDNN_COMPUTE_PRIMITIVES)
     assert floor["encode_floor_s"] == pytest.approx(compute)
+    assert floor["encode_floor_with_reorders_s"] >= floor["encode_floor_s"]
 
     fast = EncodecModel(tiny_config()).eval()
     fast.time_major = True
