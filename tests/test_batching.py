@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import audio
+from conftest import audio, random_model, tiny_chunked_config, tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -73,3 +73,36 @@ def test_default_bandwidth_is_the_lowest_as_in_transformers(model_pair):
     _, model = model_pair("tiny")
     with torch.inference_mode():
         assert model.encode(audio(1, 1, 100)).audio_codes.shape[2] == 1
+
+
+def test_audio_rate_pieces_give_the_same_bits_as_one_call():
+    """`max_samples_per_batch` / `..._decode_batch` only split the audio-rate layers of a call into pieces of items
+    (the frame-rate layers and the LSTM still see the whole group): the same codes and scales, and audio within
+    1e-5 (a kernel may pick another blocking for another batch size, which moves last bits, as between items of a
+    batch and the items alone)."""
+    model = random_model(tiny_chunked_config())
+    x = audio(3, 2, 2000, seed=5)  # 3 items x 3 chunks (800, 800, 560 samples): groups of 6 and 3 chunks
+    with torch.inference_mode():
+        for time_major in (False, True):
+            model.time_major = time_major
+            model.max_samples_per_batch = model.max_samples_per_decode_batch = 48_000  # one piece per group
+            expected = model.encode(x, bandwidth=24.0)
+            expected_audio = model.decode(**expected).audio_values
+            model.max_samples_per_batch = model.max_samples_per_decode_batch = 1600  # pieces of 2 chunks
+            pieces = model.encode(x, bandwidth=24.0)
+            assert torch.equal(pieces.audio_codes, expected.audio_codes)
+            assert torch.equal(torch.stack(pieces.audio_scales), torch.stack(expected.audio_scales))
+            torch.testing.assert_close(model.decode(**pieces).audio_values, expected_audio, atol=1e-5, rtol=0)
+
+
+def test_encoder_and_decoder_split_at_the_lstm():
+    model = random_model(tiny_config())
+    x = audio(5, 1, 400, seed=6)
+    with torch.inference_mode():
+        for time_major in (False, True):
+            model.time_major = time_major
+            latents = model.encoder(x)
+            torch.testing.assert_close(model.encoder(x, max_items=2), latents, atol=1e-5, rtol=0)
+            decoded = model.decoder(latents)
+            assert decoded.shape == (5, 1, 400)
+            torch.testing.assert_close(model.decoder(latents, max_items=1), decoded, atol=1e-5, rtol=0)

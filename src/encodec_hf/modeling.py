@@ -156,21 +156,29 @@ class EncodecModel(EncodecPreTrainedModel):
     ```
     """
 
-    # Chunks of one length are encoded together, at most this many per network call (bounds peak memory)...
+    # Chunks (or items) of one length go through the network together, at most this many per call and at most
+    # `max_samples_per_group` samples (per channel) in all: the frame-rate layers (the LSTM above all) then run on
+    # a large batch, while their tensors stay small (512 channels at 1/320 of the audio rate)...
     max_chunks_per_batch: int = 16
-    # ... and at most this many samples (per channel) per call: 2 one-second 48 kHz chunks. More chunks per call
-    # run the LSTM at a larger batch, but their activations (12 MB per layer at 2 chunks, 25 MB at 4) approach
-    # glibc's 32 MB mmap ceiling and its trim threshold: measured in one process with transformers' model, 4 chunks
-    # per call page-faulted ~1 GB of fresh memory per 10 s encode (~0.3 s), 2 chunks rarely. Alone, 2 and 4 run
-    # alike (10 s at 48 kHz, 2 threads: encode 0.69 / 0.65 s, decode 0.77 / 0.74 s); 1 chunk is slower (1.0 s).
-    max_samples_per_batch: int = 96_000
+    max_samples_per_group: int = 1_536_000
+    # ... and inside a call the audio-rate layers run on at most this many samples (per channel) at a time: their
+    # activations (32 channels at the audio rate, 6 MB per layer for one 1 s chunk of 48 kHz audio) are what fills
+    # memory. Measured in one process with transformers' model, 25 MB activations (4 chunks at a time) page-faulted
+    # ~1 GB of fresh memory per 10 s encode (~0.3 s): they come close to glibc's 32 MB mmap ceiling and its trim
+    # threshold, and each call got fresh pages from the kernel.
+    max_samples_per_batch: int = 48_000
 
-    # Decoding has its own budget, the same for the same reasons (16 chunks at once: 1.7 s for the same 10 s).
-    max_samples_per_decode_batch: int = 96_000
+    # Decoding has its own audio-rate budget, the same for the same reasons.
+    max_samples_per_decode_batch: int = 48_000
 
-    def _group_size(self, samples: int, budget: int | None = None) -> int:
-        budget = self.max_samples_per_batch if budget is None else budget
-        return max(1, min(self.max_chunks_per_batch, budget // max(samples, 1)))
+    def _group_size(self, samples: int) -> int:
+        """How many chunks of `samples` samples go through the network in one call."""
+        return max(1, min(self.max_chunks_per_batch, self.max_samples_per_group // max(samples, 1)))
+
+    @staticmethod
+    def _piece_size(samples: int, budget: int) -> int:
+        """How many chunks of `samples` samples the audio-rate layers take at a time."""
+        return max(1, budget // max(samples, 1))
 
     def __init__(self, config: EncodecConfig) -> None:
         super().__init__(config)
@@ -319,7 +327,7 @@ class EncodecModel(EncodecPreTrainedModel):
             scale = mono.pow(2).mean(dim=-1, keepdim=True).sqrt() + 1e-8  # [G, 1, 1]
             chunks = chunks / scale
             scale = scale.view(-1, 1)
-        latents = self.encoder(chunks)
+        latents = self.encoder(chunks, self._piece_size(chunks.shape[-1], self.max_samples_per_batch))
         return self.quantizer.encode(latents, num_quantizers), scale
 
     def encode(
@@ -456,7 +464,8 @@ class EncodecModel(EncodecPreTrainedModel):
 
     def _decode_chunks(self, codes: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
         """Codes `[G, K, F]` (and scales `[G, 1]`) to audio `[G, C, F * hop]`."""
-        audio = self.decoder(self.quantizer.decode(codes, self.dtype))
+        piece = self._piece_size(codes.shape[-1] * self.config.hop_length, self.max_samples_per_decode_batch)
+        audio = self.decoder(self.quantizer.decode(codes, self.dtype), piece)
         return audio * scales.view(-1, 1, 1) if scales is not None else audio
 
     @staticmethod
@@ -556,7 +565,7 @@ class EncodecModel(EncodecPreTrainedModel):
                 groups[f].append((i, k))
         decoded: dict[tuple[int, int], torch.Tensor] = {}
         for f, members in groups.items():
-            size = self._group_size(f * hop, self.max_samples_per_decode_batch)
+            size = self._group_size(f * hop)
             for first in range(0, len(members), size):
                 part = members[first : first + size]
                 part_codes = torch.stack([codes[k, i, :, :f] for i, k in part])

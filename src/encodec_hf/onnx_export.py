@@ -119,9 +119,10 @@ class OnnxRuntimeModule(nn.Module):
     def layers(self) -> nn.ModuleList:
         return self.fallback.layers
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, max_items: int | None = None) -> torch.Tensor:
+        """`max_items` is the PyTorch modules' memory bound; onnxruntime runs the whole batch in one session call."""
         if x.shape[-1] < self.min_length or (torch.is_grad_enabled() and x.requires_grad):
-            return self.fallback(x)
+            return self.fallback(x, max_items)
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         out = self.session.run(None, {self.input_name: array})[0]
         return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)

@@ -98,6 +98,40 @@ def _run_layers(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.elu(x) if pending_elu else x
 
 
+def _run(layers: nn.ModuleList, x: torch.Tensor, time_major: bool) -> torch.Tensor:
+    """Runs `layers` on `x` `[B, C, T]`: time-major (inference, when enabled) or one by one as transformers."""
+    if time_major and not torch.is_grad_enabled():
+        return _run_layers(layers, x)
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def _split_at_lstm(
+    layers: nn.ModuleList, x: torch.Tensor, time_major: bool, max_items: int | None, high_rate_first: bool
+):
+    """Runs `layers` with the audio-rate part on at most `max_items` items at a time and the frame-rate part
+    (from or up to the LSTM) on the whole batch.
+
+    The audio-rate activations of a few items are what fills memory (12 MB per layer for two 1 s chunks of 48 kHz
+    audio at 32 channels); the LSTM is what gains from a large batch. Every kernel treats the batch items
+    independently, so the results are those of one call on the whole batch up to the last bits a kernel may
+    change with the batch size (as between a batch and its items alone; tested within 1e-5).
+    """
+    cut = next(i for i, layer in enumerate(layers) if isinstance(layer, EncodecLSTM))
+    if high_rate_first:  # encoder: audio-rate layers, then LSTM, ELU and the last conv at the frame rate
+        high, low = layers[:cut], layers[cut:]
+    else:  # decoder: first conv and LSTM at the frame rate, then the audio-rate layers
+        low, high = layers[: cut + 1], layers[cut + 1 :]
+    if max_items is None or x.shape[0] <= max_items:
+        return _run(layers, x, time_major)
+    if high_rate_first:
+        x = torch.cat([_run(high, piece, time_major) for piece in x.split(max_items)])
+        return _run(low, x, time_major)
+    x = _run(low, x, time_major)
+    return torch.cat([_run(high, piece, time_major) for piece in x.split(max_items)])
+
+
 def default_time_major(config) -> bool:
     """Whether the encoder and decoder of `config` run the time-major layout by default (inference only).
 
@@ -140,12 +174,10 @@ class EncodecEncoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.time_major = default_time_major(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.time_major and not torch.is_grad_enabled():
-            return _run_layers(self.layers, x)
-        for layer in self.layers:
-            x = layer(x)
-        return x
+    def forward(self, x: torch.Tensor, max_items: int | None = None) -> torch.Tensor:
+        """`max_items`: run the audio-rate layers on at most this many items at a time (the LSTM and what
+        follows it on all of them); same results, bounded activation memory."""
+        return _split_at_lstm(self.layers, x, self.time_major, max_items, high_rate_first=True)
 
 
 class EncodecDecoder(nn.Module):
@@ -180,9 +212,7 @@ class EncodecDecoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.time_major = default_time_major(config)  # as in the encoder: audio within ~1e-7 of the reference
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.time_major and not torch.is_grad_enabled():
-            return _run_layers(self.layers, x).contiguous()
-        for layer in self.layers:
-            x = layer(x)
-        return x
+    def forward(self, x: torch.Tensor, max_items: int | None = None) -> torch.Tensor:
+        """`max_items`: run the audio-rate layers on at most this many items at a time (the first conv and the
+        LSTM on all of them); same results, bounded activation memory."""
+        return _split_at_lstm(self.layers, x, self.time_major, max_items, high_rate_first=False).contiguous()
