@@ -144,7 +144,9 @@ def timed(fn) -> tuple[float, float, object]:
 
 
 def peak_rss_mb(fn) -> float:
-    """Peak RSS rise (MB) during one call. Kept out of the timed calls: the sampling thread wakes every
+    """Peak RSS rise (MB) during one call: how much the process grew, so 0 where earlier calls (other cases, the
+    other implementation) already left that much memory with the allocator; `bench_memory.py` measures peaks in
+    fresh processes. Kept out of the timed calls: the sampling thread wakes every
     millisecond, and on a 2-core machine it takes CPU from one of torch's two threads, which stalls every
     parallel region at its barrier (measured: 10-15% slower calls, more so for the implementation with more,
     shorter kernels)."""
@@ -325,7 +327,7 @@ def format_table(rows: list[dict], peak: float) -> str:
         "| model | audio | batch | kbps | encode s (tf / ours) | speedup wall (cpu) | x realtime (tf / ours) "
         "| % fp32 limit (tf / ours) | decode s (tf / ours) | speedup wall (cpu) | x realtime (tf / ours) "
         "| % fp32 limit (tf / ours) "
-        "| peak MB enc+dec (tf / ours) | codes identical | max audio diff |"
+        "| RSS rise MB enc+dec (tf / ours) | codes identical | max audio diff |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
