@@ -109,7 +109,7 @@ def _run(layers: nn.ModuleList, x: torch.Tensor, time_major: bool) -> torch.Tens
 
 def _split_at_lstm(
     layers: nn.ModuleList, x: torch.Tensor, time_major: bool, max_items: int | None, high_rate_first: bool
-):
+) -> torch.Tensor:
     """Runs `layers` with the audio-rate part on at most `max_items` items at a time and the frame-rate part
     (from or up to the LSTM) on the whole batch.
 
@@ -118,13 +118,13 @@ def _split_at_lstm(
     independently, so the results are those of one call on the whole batch up to the last bits a kernel may
     change with the batch size (as between a batch and its items alone; tested within 1e-5).
     """
+    if max_items is None or x.shape[0] <= max_items:
+        return _run(layers, x, time_major)
     cut = next(i for i, layer in enumerate(layers) if isinstance(layer, EncodecLSTM))
     if high_rate_first:  # encoder: audio-rate layers, then LSTM, ELU and the last conv at the frame rate
         high, low = layers[:cut], layers[cut:]
     else:  # decoder: first conv and LSTM at the frame rate, then the audio-rate layers
         low, high = layers[: cut + 1], layers[cut + 1 :]
-    if max_items is None or x.shape[0] <= max_items:
-        return _run(layers, x, time_major)
     if high_rate_first:
         x = torch.cat([_run(high, piece, time_major) for piece in x.split(max_items)])
         return _run(low, x, time_major)
@@ -176,7 +176,7 @@ class EncodecEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, max_items: int | None = None) -> torch.Tensor:
         """`max_items`: run the audio-rate layers on at most this many items at a time (the LSTM and what
-        follows it on all of them); same results, bounded activation memory."""
+        follows it on all of them): bounded activation memory, the same results within float rounding."""
         return _split_at_lstm(self.layers, x, self.time_major, max_items, high_rate_first=True)
 
 
@@ -214,5 +214,5 @@ class EncodecDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor, max_items: int | None = None) -> torch.Tensor:
         """`max_items`: run the audio-rate layers on at most this many items at a time (the first conv and the
-        LSTM on all of them); same results, bounded activation memory."""
+        LSTM on all of them): bounded activation memory, the same results within float rounding."""
         return _split_at_lstm(self.layers, x, self.time_major, max_items, high_rate_first=False).contiguous()
