@@ -418,13 +418,13 @@ class EncodecConvTranspose1d(nn.Module):
         out = out.reshape(batch, -1, out_channels)[:, : (frames - 1) * stride + kernel]
         return out.transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
-        y = self.conv_forward(x, time_major)
+    def _trim(self, y: torch.Tensor) -> torch.Tensor:
         left, right = self.trims()
         return y[..., left : y.shape[-1] - right]
 
+    def forward(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
+        return self._trim(self.conv_forward(x, time_major))
+
     def forward_elu(self, x: torch.Tensor) -> torch.Tensor:
         """``forward(elu(x))`` in the time-major layout, with the activation fused into the padding copy."""
-        y = self.conv_forward(x, True, elu=True)
-        left, right = self.trims()
-        return y[..., left : y.shape[-1] - right]
+        return self._trim(self.conv_forward(x, True, elu=True))

@@ -121,15 +121,14 @@ def _split_at_lstm(
     if max_items is None or x.shape[0] <= max_items:
         return _run(layers, x, time_major)
     cut = next(i for i, layer in enumerate(layers) if isinstance(layer, EncodecLSTM))
+
+    def in_pieces(part: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([_run(part, piece, time_major) for piece in x.split(max_items)])
+
     if high_rate_first:  # encoder: audio-rate layers, then LSTM, ELU and the last conv at the frame rate
-        high, low = layers[:cut], layers[cut:]
-    else:  # decoder: first conv and LSTM at the frame rate, then the audio-rate layers
-        low, high = layers[: cut + 1], layers[cut + 1 :]
-    if high_rate_first:
-        x = torch.cat([_run(high, piece, time_major) for piece in x.split(max_items)])
-        return _run(low, x, time_major)
-    x = _run(low, x, time_major)
-    return torch.cat([_run(high, piece, time_major) for piece in x.split(max_items)])
+        return _run(layers[cut:], in_pieces(layers[:cut], x), time_major)
+    # decoder: first conv and LSTM at the frame rate, then the audio-rate layers
+    return in_pieces(layers[cut + 1 :], _run(layers[: cut + 1], x, time_major))
 
 
 def default_time_major(config) -> bool:
