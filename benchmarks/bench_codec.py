@@ -143,16 +143,23 @@ def timed(fn) -> tuple[float, float, object]:
     return time.perf_counter() - t0, time.process_time() - c0, result
 
 
-def peak_rss_mb(fn) -> float:
-    """Peak RSS rise (MB) during one call: how much the process grew, so 0 where earlier calls (other cases, the
-    other implementation) already left that much memory with the allocator; `bench_memory.py` measures peaks in
-    fresh processes. Kept out of the timed calls: the sampling thread wakes every
-    millisecond, and on a 2-core machine it takes CPU from one of torch's two threads, which stalls every
-    parallel region at its barrier (measured: 10-15% slower calls, more so for the implementation with more,
-    shorter kernels)."""
+def peak_rss_mb(fn) -> tuple[float, object]:
+    """Peak RSS rise (MB) during one call, and its result.
+
+    The rise is how much the process grew, so 0 where earlier calls (other cases, the other implementation) already
+    left that much memory with the allocator; `bench_memory.py` measures peaks in fresh processes. Kept out of the
+    timed calls: the sampling thread wakes every millisecond, and on a 2-core machine it takes CPU from one of
+    torch's two threads, which stalls every parallel region at its barrier (measured: 10-15% slower calls, more so
+    for the implementation with more, shorter kernels).
+    """
     with PeakRSS() as mem:
-        fn()
-    return mem.peak_mb
+        result = fn()
+    return mem.peak_mb, result
+
+
+def decode_codes(model, enc):
+    """``model.decode`` of an ``encode`` output (codes, scales and the last frame's padding)."""
+    return model.decode(enc.audio_codes, enc.audio_scales, last_frame_pad_length=enc.last_frame_pad_length)
 
 
 # oneDNN primitives that compute (everything else it runs is a reorder, i.e. a layout copy).
@@ -177,11 +184,12 @@ def _stdout_fd_to(path: Path):
         os.close(saved)
 
 
-def onednn_seconds(fn, workdir: Path) -> dict[str, float]:
-    """Seconds spent inside each kind of oneDNN primitive during `fn()`, from oneDNN's own verbose timings."""
+def onednn_seconds(fn, workdir: Path) -> tuple[dict[str, float], object]:
+    """Seconds spent inside each kind of oneDNN primitive during `fn()` (oneDNN's own verbose timings), and the
+    call's result."""
     log = workdir / "onednn_verbose.log"
     with _stdout_fd_to(log), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
-        fn()
+        result = fn()
     seconds: dict[str, float] = {}
     for line in log.read_text(errors="replace").splitlines():
         fields = line.split(",")
@@ -190,7 +198,7 @@ def onednn_seconds(fn, workdir: Path) -> dict[str, float]:
         kind = fields[fields.index("exec") + 2]
         with contextlib.suppress(ValueError):
             seconds[kind] = seconds.get(kind, 0.0) + float(fields[-1]) / 1e3
-    return seconds
+    return seconds, result
 
 
 # torch kernels whose bits the codes also depend on, on the reference layout (element-wise passes over every
@@ -222,16 +230,11 @@ def kernel_floor(ours, audio: torch.Tensor, workdir: Path) -> dict | None:
     if any(getattr(module, "time_major", False) for module in (ours.encoder, ours.decoder)):
         return None
     with torch.inference_mode():
-        enc = ours.encode(audio, bandwidth=BANDWIDTH)
-        encode = onednn_seconds(lambda: ours.encode(audio, bandwidth=BANDWIDTH), workdir)
-
-        def run_decode():
-            ours.decode(enc.audio_codes, enc.audio_scales, last_frame_pad_length=enc.last_frame_pad_length)
-
-        decode = onednn_seconds(run_decode, workdir)
+        encode, enc = onednn_seconds(lambda: ours.encode(audio, bandwidth=BANDWIDTH), workdir)
+        decode, _ = onednn_seconds(lambda: decode_codes(ours, enc), workdir)
         elementwise = {
             "encode": torch_op_seconds(lambda: ours.encode(audio, bandwidth=BANDWIDTH), TORCH_BIT_DEFINING_OPS),
-            "decode": torch_op_seconds(run_decode, TORCH_BIT_DEFINING_OPS),
+            "decode": torch_op_seconds(lambda: decode_codes(ours, enc), TORCH_BIT_DEFINING_OPS),
         }
     floor = {}
     for stage, kinds in (("encode", encode), ("decode", decode)):
@@ -252,28 +255,19 @@ def run_case(theirs, ours, name: str, seconds: float, batch: int, repeats: int, 
         warm = audio[..., : int(1.5 * theirs.config.sampling_rate)]
         for model in impls.values():
             enc = model.encode(warm, bandwidth=BANDWIDTH)
-            model.decode(enc.audio_codes, enc.audio_scales, last_frame_pad_length=enc.last_frame_pad_length)
+            decode_codes(model, enc)
         enc_t, dec_t, enc_c, dec_c, enc_mem, dec_mem, outputs = {}, {}, {}, {}, {}, {}, {}
         for key in impls:
             enc_t[key], dec_t[key], enc_c[key], dec_c[key] = [], [], [], []
         for key, model in impls.items():  # memory in a first, untimed, call each (before allocations are reused)
-            enc_mem[key] = peak_rss_mb(lambda model=model: model.encode(audio, bandwidth=BANDWIDTH))
-            enc = model.encode(audio, bandwidth=BANDWIDTH)
-            dec_mem[key] = peak_rss_mb(
-                lambda model=model, enc=enc: model.decode(
-                    enc.audio_codes, enc.audio_scales, last_frame_pad_length=enc.last_frame_pad_length
-                )
-            )
+            enc_mem[key], enc = peak_rss_mb(lambda model=model: model.encode(audio, bandwidth=BANDWIDTH))
+            dec_mem[key], _ = peak_rss_mb(lambda model=model, enc=enc: decode_codes(model, enc))
         for _ in range(repeats):  # alternate the implementations repeat by repeat
             for key, model in impls.items():
                 t, c, enc = timed(lambda model=model: model.encode(audio, bandwidth=BANDWIDTH))
                 enc_t[key].append(t)
                 enc_c[key].append(c)
-                t, c, dec = timed(
-                    lambda model=model, enc=enc: model.decode(
-                        enc.audio_codes, enc.audio_scales, last_frame_pad_length=enc.last_frame_pad_length
-                    )
-                )
+                t, c, dec = timed(lambda model=model, enc=enc: decode_codes(model, enc))
                 dec_t[key].append(t)
                 dec_c[key].append(c)
                 outputs[key] = (enc.audio_codes, dec.audio_values)

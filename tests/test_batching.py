@@ -75,7 +75,7 @@ def test_default_bandwidth_is_the_lowest_as_in_transformers(model_pair):
         assert model.encode(audio(1, 1, 100)).audio_codes.shape[2] == 1
 
 
-def test_audio_rate_pieces_give_the_same_bits_as_one_call():
+def test_audio_rate_pieces_give_the_same_codes_as_one_call():
     """`max_samples_per_batch` / `..._decode_batch` only split the audio-rate layers of a call into pieces of items
     (the frame-rate layers and the LSTM still see the whole group): the same codes and scales, and audio within
     1e-5 (a kernel may pick another blocking for another batch size, which moves last bits, as between items of a

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_chunked_config, tiny_config
-
-from encodec_hf import EncodecModel
+from conftest import random_model, tiny_chunked_config, tiny_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_codec  # noqa: E402
@@ -24,7 +22,8 @@ needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reas
 def test_onednn_seconds_counts_the_primitives_a_call_runs(tmp_path, capfd):
     x, weight = torch.randn(1, 16, 4000), torch.randn(32, 16, 7)
     with torch.inference_mode():
-        seconds = bench_codec.onednn_seconds(lambda: torch.nn.functional.conv1d(x, weight), tmp_path)
+        seconds, y = bench_codec.onednn_seconds(lambda: torch.nn.functional.conv1d(x, weight), tmp_path)
+    assert y.shape == (1, 32, 3994)  # the call's own result comes back
     assert seconds.get("convolution", 0.0) > 0.0
     assert set(seconds) <= {"convolution", "reorder"}
     # The verbose lines went to the log, not to the terminal, and stdout works again afterwards.
@@ -35,8 +34,7 @@ def test_onednn_seconds_counts_the_primitives_a_call_runs(tmp_path, capfd):
 
 @needs_onednn
 def test_kernel_floor_is_reported_for_the_reference_layout_only(tmp_path):
-    torch.manual_seed(0)
-    model = EncodecModel(tiny_chunked_config()).eval()
+    model = random_model(tiny_chunked_config())
     audio = 0.1 * torch.randn(1, 2, 2400)
     assert not model.encoder.time_major
     floor = bench_codec.kernel_floor(model, audio, tmp_path)
@@ -48,6 +46,6 @@ def test_kernel_floor_is_reported_for_the_reference_layout_only(tmp_path):
     assert floor["encode_floor_s"] == pytest.approx(compute)
     assert floor["encode_floor_with_reorders_s"] >= floor["encode_floor_s"]
 
-    fast = EncodecModel(tiny_config()).eval()
+    fast = random_model(tiny_config())
     fast.time_major = True
     assert bench_codec.kernel_floor(fast, 0.1 * torch.randn(1, 1, 800), tmp_path) is None
