@@ -30,7 +30,7 @@ setup(
         "tqdm>=4.60",  # progress bars (CLI, encode-dataset)
     ],
     extras_require={
-        # Optional ONNX export and onnxruntime inference (encodec_hf.onnx_export).
+        # Optional ONNX export and onnxruntime inference (encodec_hf.integrations.onnx).
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "einops>=0.6", "onnx>=1.16", "onnxruntime>=1.18"],
     },

@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         "--backend",
         choices=["pytorch", "onnxruntime"],
         default="pytorch",
-        help="run encodec_hf's encoder/decoder with onnxruntime (encodec_hf.onnx_export; float32 only)",
+        help="run encodec_hf's encoder/decoder with onnxruntime (encodec_hf.integrations.onnx; float32 only)",
     )
     parser.add_argument("--output", type=Path, default=ROOT / "bench_out" / "bench_codec.json")
     args = parser.parse_args(argv)
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                 ours.time_major = args.layout == "time-major"
             ours.to(getattr(torch, args.dtype))
             if args.backend == "onnxruntime":
-                from encodec_hf.onnx_export import export_onnx, use_onnxruntime
+                from encodec_hf.integrations.onnx import export_onnx, use_onnxruntime
 
                 use_onnxruntime(ours, export_onnx(ours, Path(tmp) / f"{name}_onnx")["encoder"].parent)
             for sec in seconds:

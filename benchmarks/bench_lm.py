@@ -72,7 +72,7 @@ def _floors(lm, num_codebooks: int, frames: int, repeat: int) -> dict[str, float
       decoder does) or not, whichever is faster;
     - "kernels": every bit-defining kernel above, with the products read the faster way, in decoding order.
     """
-    from encodec_hf.arithmetic_coding import build_stable_quantized_cdf
+    from encodec_hf.ecdc.arithmetic_coding import build_stable_quantized_cdf
 
     cfg = lm.config
     packed = lm._pack()

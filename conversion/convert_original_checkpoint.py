@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT / "src"))
 
-from encodec_hf.configuration import EncodecConfig  # noqa: E402
+from encodec_hf.codec.configuration import EncodecConfig  # noqa: E402
+from encodec_hf.ecdc.lm import EncodecLM, EncodecLMConfig  # noqa: E402
 from encodec_hf.errors import CheckpointMismatchError  # noqa: E402
-from encodec_hf.lm import EncodecLM, EncodecLMConfig  # noqa: E402
 
 logger = logging.getLogger("convert_original_checkpoint")
 

@@ -117,7 +117,7 @@ class ConvertedPair:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conversion"))
         from convert_original_checkpoint import convert
 
-        from encodec_hf.ecdc import load_model
+        from encodec_hf.ecdc.container import load_model
 
         self.name = name
         self.original = build_original_model(name, seed)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from encodec_hf.arithmetic_coding import ArithmeticDecoder, ArithmeticEncoder, build_stable_quantized_cdf
+from encodec_hf.ecdc.arithmetic_coding import ArithmeticDecoder, ArithmeticEncoder, build_stable_quantized_cdf
 from encodec_hf.errors import EcdcFormatError
 
 

@@ -14,8 +14,8 @@ import transformers
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 import encodec_hf
-from encodec_hf.auto import is_registered
-from encodec_hf.clip_codec import feature_extractor_for
+from encodec_hf.integrations.auto import is_registered
+from encodec_hf.integrations.clips import feature_extractor_for
 from tests.hf_fixtures import one_torch_thread, tiny_model
 
 

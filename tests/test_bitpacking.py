@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from encodec_hf.bitpacking import BitPacker, BitUnpacker, pack, packed_size, unpack
+from encodec_hf.ecdc.bitpacking import BitPacker, BitUnpacker, pack, packed_size, unpack
 from encodec_hf.errors import EcdcFormatError
 
 

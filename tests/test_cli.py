@@ -9,7 +9,8 @@ import soundfile as sf
 import torch
 from reference_encodec import ConvertedPair
 
-from encodec_hf import cli, ecdc
+from encodec_hf import cli
+from encodec_hf.ecdc import container as ecdc
 from encodec_hf.audio_io import convert_audio, load_audio
 
 

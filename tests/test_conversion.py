@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conversion"))
 import convert_original_checkpoint as conv  # noqa: E402
 from reference_encodec import ConvertedPair, import_reference  # noqa: E402
 
+from encodec_hf.ecdc.lm import EncodecLM  # noqa: E402
 from encodec_hf.errors import CheckpointMismatchError  # noqa: E402
-from encodec_hf.lm import EncodecLM  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["encodec_24khz", "encodec_48khz"])
@@ -125,7 +125,7 @@ def test_musicgen_compression_state_dict(tmp_path):
     assert config["sampling_rate"] == 32_000 and config["codebook_size"] == 2048
     assert "ecdc_model_name" not in config
     assert "cc-by-nc-4.0" in (folder / "README.md").read_text()
-    from encodec_hf.ecdc import load_model
+    from encodec_hf.ecdc.container import load_model
 
     model = load_model(folder)
     x = 0.1 * torch.randn(1, 1, 6400)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from reference_encodec import ConvertedPair, original_compress_module
 
 import encodec_hf
-from encodec_hf.ecdc import EcdcHeader, read_header
+from encodec_hf.ecdc.container import EcdcHeader, read_header
 from encodec_hf.errors import EcdcFormatError, MissingLMError, UnsupportedBandwidthError
 
 DURATIONS = {"encodec_24khz": 0.6, "encodec_48khz": 1.2}  # 48 kHz: a full and a partial chunk

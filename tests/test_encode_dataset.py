@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import Audio, Dataset
 
-from encodec_hf import hf_datasets
-from encodec_hf.hf_datasets import (
+from encodec_hf.integrations import datasets as hf_datasets
+from encodec_hf.integrations.datasets import (
     MANIFEST_FILE,
     EncodePlanMismatchError,
     encode_dataset_main,
@@ -130,7 +130,7 @@ def test_two_process_torchrun_equals_single_process(workdir, single_run):
         "--master-addr=127.0.0.1",
         f"--master-port={port}",
         "-m",
-        "encodec_hf.hf_datasets",
+        "encodec_hf.integrations.datasets",
         *_args(workdir, out),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

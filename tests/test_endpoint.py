@@ -19,8 +19,8 @@ import soundfile as sf
 import torch
 
 from encodec_hf.audio_io import resample
-from encodec_hf.clip_codec import ClipCodes, decode_clip, encode_clips
-from encodec_hf.endpoint import EndpointHandler, EndpointRequestError, make_server, parse_request
+from encodec_hf.integrations.clips import ClipCodes, decode_clip, encode_clips
+from encodec_hf.integrations.endpoint import EndpointHandler, EndpointRequestError, make_server, parse_request
 from tests.hf_fixtures import one_torch_thread, save_tiny_model, write_clips
 
 
@@ -213,12 +213,12 @@ def test_http_bad_requests_get_4xx_and_server_keeps_serving(server, clip):
 
 
 def test_serve_main_subprocess_writes_nothing(model_dir, clip, tmp_path):
-    """`python -m encodec_hf.endpoint` on 127.0.0.1:0; bad and good requests; cwd and TMPDIR stay empty."""
+    """`python -m encodec_hf.integrations.endpoint` on 127.0.0.1:0, bad and good requests: cwd and TMPDIR stay empty."""
     workdir, tmpdir = tmp_path / "cwd", tmp_path / "tmp"
     workdir.mkdir()
     tmpdir.mkdir()
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"), TMPDIR=str(tmpdir), HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "encodec_hf.endpoint", "--model", str(model_dir), "--port", "0"]
+    cmd = [sys.executable, "-m", "encodec_hf.integrations.endpoint", "--model", str(model_dir), "--port", "0"]
     proc = subprocess.Popen(
         [*cmd, "--max-duration-s", "1", "--device", "cpu"],
         cwd=workdir,
@@ -243,7 +243,7 @@ def test_serve_main_subprocess_writes_nothing(model_dir, clip, tmp_path):
 
 
 def test_serve_main_bad_model_path(tmp_path, capsys):
-    from encodec_hf.endpoint import serve_main
+    from encodec_hf.integrations.endpoint import serve_main
 
     assert serve_main(["--model", str(tmp_path / "nope"), "--port", "0"]) == 2
     assert "serve: error" in capsys.readouterr().err

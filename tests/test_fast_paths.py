@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from conftest import random_model
 
 from encodec_hf import EncodecConfig, EncodecModel
-from encodec_hf.conv import (
+from encodec_hf.codec.conv import (
     EncodecConv1d,
     EncodecConvTranspose1d,
     is_time_major,
@@ -26,8 +26,8 @@ from encodec_hf.conv import (
     pad1d_into,
     to_time_major,
 )
-from encodec_hf.quantization import EncodecEuclideanCodebook
-from encodec_hf.seanet import EncodecDecoder, EncodecEncoder, EncodecResnetBlock
+from encodec_hf.codec.quantization import EncodecEuclideanCodebook
+from encodec_hf.codec.seanet import EncodecDecoder, EncodecEncoder, EncodecResnetBlock
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-5) -> None:

@@ -13,9 +13,9 @@ import torch
 from datasets import Audio, Dataset
 
 from encodec_hf.audio_io import resample
-from encodec_hf.clip_codec import encode_clips
 from encodec_hf.errors import EncodecInputError, UnsupportedBandwidthError
-from encodec_hf.hf_datasets import (
+from encodec_hf.integrations.clips import encode_clips
+from encodec_hf.integrations.datasets import (
     EncodecMapFunction,
     cast_audio_for_model,
     decode_audio_value,

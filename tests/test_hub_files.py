@@ -16,7 +16,7 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 import encodec_hf
-from encodec_hf.hub import REQUIRED_CARD_FIELDS, load_model_card, push_to_hub, save_for_hub
+from encodec_hf.integrations.hub import REQUIRED_CARD_FIELDS, load_model_card, push_to_hub, save_for_hub
 from tests.hf_fixtures import one_torch_thread, tiny_model
 
 
@@ -89,7 +89,7 @@ def test_push_to_hub_writes_complete_repo(tmp_path):
     card = ModelCard.load(repo / "README.md")
     assert all(card.data.to_dict().get(f) for f in REQUIRED_CARD_FIELDS)
     assert 'from_pretrained("me/encodec_48khz"' in card.text
-    assert "from encodec_hf.endpoint import EndpointHandler" in (repo / "handler.py").read_text()
+    assert "from encodec_hf.integrations.endpoint import EndpointHandler" in (repo / "handler.py").read_text()
     # Saving did not leave the classes marked for auto_map export, nor auto_map on the live config.
     assert "_auto_class" not in encodec_hf.EncodecModel.__dict__
     assert getattr(model.config, "auto_map", None) is None

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from encodec_hf.lm import EncodecLM, EncodecLMConfig
+from encodec_hf.ecdc.lm import EncodecLM, EncodecLMConfig
 
 
 def _original_lm(n_q, past_context, seed=0):
@@ -97,7 +97,7 @@ def test_blocks_give_the_bits_of_frame_by_frame_steps():
     with prefetching. Both must give the same CDFs, here on the 24 kHz geometry past its 262-frame window."""
     import numpy as np
 
-    from encodec_hf.ecdc import decode_lm_segment, encode_lm_segment
+    from encodec_hf.ecdc.container import decode_lm_segment, encode_lm_segment
 
     torch.manual_seed(0)
     lm = EncodecLM(EncodecLMConfig.for_codec(32, 75)).eval()

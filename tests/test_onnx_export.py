@@ -1,4 +1,4 @@
-"""ONNX export (`encodec_hf.onnx_export`): graphs with dynamic batch and length, checked against eager PyTorch
+"""ONNX export (`encodec_hf.integrations.onnx`): graphs with dynamic batch and length, checked against eager PyTorch
 within 1e-4, run through onnxruntime behind `EncodecModel.encode` / `decode`. Speed: `bench_codec.py --backend`."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import audio, random_model, tiny_chunked_config, tiny_config
 
-from encodec_hf.onnx_export import (
+from encodec_hf.integrations.onnx import (
     DECODER_FILE,
     ENCODER_FILE,
     MIN_FRAMES,

@@ -3,8 +3,8 @@
     encodec-hf compress IN [OUT.ecdc|OUT.wav] [-b BANDWIDTH] [--lm] [--model REPO_OR_DIR] [--device cpu|cuda] [-f]
     encodec-hf decompress IN.ecdc [OUT.wav] [--model REPO_OR_DIR] [--device cpu|cuda] [-f] [-r]
     encodec-hf IN [OUT]          # picks by suffix: .ecdc in -> decompress, anything else -> compress
-    encodec-hf encode-dataset ...   # see encodec_hf.hf_datasets
-    encodec-hf serve ...            # see encodec_hf.endpoint
+    encodec-hf encode-dataset ...   # see encodec_hf.integrations.datasets
+    encodec-hf serve ...            # see encodec_hf.integrations.endpoint
 
 Subcommands live in the `SUBCOMMANDS` table: a new one (e.g. `encode-dataset`, `serve`) is one
 `Subcommand(help, add_arguments, run)` entry, so front-ends can grow without touching the others.
@@ -94,8 +94,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def run_compress(args: argparse.Namespace) -> int:
     import torch
 
-    from . import ecdc
     from .audio_io import convert_audio, load_audio
+    from .ecdc import container as ecdc
 
     _check_input(args.input)
     output = args.output or args.input.with_suffix(".ecdc")
@@ -148,7 +148,7 @@ def _save(tmp: Path, audio, sampling_rate: int, rescale: bool, output: Path) -> 
 
 
 def run_decompress(args: argparse.Namespace) -> int:
-    from . import ecdc
+    from .ecdc import container as ecdc
 
     _check_input(args.input)
     output = args.output or args.input.with_name(args.input.stem + "_decompressed.wav")
@@ -182,13 +182,13 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 
 
 def _encode_dataset(argv: list[str]) -> int:
-    from .hf_datasets import encode_dataset_main
+    from .integrations.datasets import encode_dataset_main
 
     return encode_dataset_main(argv)
 
 
 def _serve(argv: list[str]) -> int:
-    from .endpoint import serve_main
+    from .integrations.endpoint import serve_main
 
     return serve_main(argv)
 
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    from .errors import EcdcFormatError
+    from .codec.errors import EcdcFormatError
 
     try:
         return SUBCOMMANDS[args.command].run(args)

@@ -16,7 +16,7 @@ from huggingface_hub.utils import logging as hf_logging
 from transformers.utils import logging as transformers_logging
 
 from .audio_io import convert_audio
-from .modeling import EncodecModel
+from .codec.modeling import EncodecModel
 
 BUNDLED_CLIP = Path(__file__).parent / "assets" / "speech_24k_4s.wav"
 

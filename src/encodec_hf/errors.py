@@ -1,39 +1,8 @@
-"""Exception types raised at the package's boundaries.
+"""The package's exception types, in one place: ``from encodec_hf.errors import EcdcFormatError``.
 
-Each subclasses the built-in exception a user would catch anyway (``ValueError``, ``EOFError``...), so
-``except ValueError`` keeps working while callers who care can catch the precise type.
+They are defined in ``codec/errors.py`` so that the self-contained ``codec`` package (copied into Hub repos for
+``trust_remote_code``) carries them; this module is the import path for users and for the rest of the package.
 """
 
-from __future__ import annotations
-
-
-class EncodecInputError(ValueError):
-    """Audio, codes or scales handed to the model are unusable (shape, dtype, values)."""
-
-
-class UnsupportedBandwidthError(EncodecInputError):
-    """The requested bandwidth is not one of ``config.target_bandwidths``."""
-
-
-class SamplingRateError(EncodecInputError):
-    """Audio was given at a sampling rate the model was not trained on."""
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's weights do not fit its config (missing, unexpected or mis-shaped tensors)."""
-
-
-class EcdcFormatError(ValueError):
-    """An ``.ecdc`` byte stream is malformed, truncated or made by another model."""
-
-
-class StreamingNotSupportedError(RuntimeError):
-    """The model cannot stream at the requested granularity (e.g. non-causal 48 kHz below one chunk)."""
-
-
-class StreamClosedError(RuntimeError):
-    """A streaming encoder or decoder was used after ``close()`` or after it was marked broken."""
-
-
-class MissingLMError(ValueError):
-    """An ``.ecdc`` file needs the entropy-coding LM but the model folder or repository has no LM weights."""
+from .codec.errors import *  # noqa: F403
+from .codec.errors import __all__  # noqa: F401

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import EcdcFormatError
+from ..errors import EcdcFormatError
 
 
 def _check_bits(bits: int) -> None:

@@ -31,9 +31,9 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from ..errors import EcdcFormatError, MissingLMError, UnsupportedBandwidthError
 from .arithmetic_coding import ArithmeticDecoder, ArithmeticEncoder
 from .bitpacking import pack, packed_size, unpack
-from .errors import EcdcFormatError, MissingLMError, UnsupportedBandwidthError
 from .lm import EncodecLM
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
 
     `compress` / `decompress` also accept transformers' `EncodecModel` (same contract) as a model object.
     """
-    from .modeling import EncodecModel  # imported here: ecdc is imported by the package before modeling
+    from ..codec.modeling import EncodecModel  # imported here: ecdc is imported by the package before modeling
 
     return EncodecModel.from_pretrained(os.fspath(name_or_path)).to(device).eval()
 

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .errors import EncodecInputError
+from ..errors import EncodecInputError
 
 if TYPE_CHECKING:
-    from .configuration import EncodecConfig
+    from ..codec.configuration import EncodecConfig
 
 __all__ = [
     "ClipCodes",
@@ -54,8 +54,8 @@ class ClipCodes:
 def _model_classes():
     # Imported lazily: the modeling module pulls in the whole network definition, and the
     # request-parsing half of the endpoint (and its tests) must stay importable without it.
-    from .feature_extraction import EncodecFeatureExtractor
-    from .modeling import EncodecModel
+    from ..codec.feature_extraction import EncodecFeatureExtractor
+    from ..codec.modeling import EncodecModel
 
     return EncodecModel, EncodecFeatureExtractor
 

@@ -43,16 +43,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .conv import EncodecConv1d, EncodecConvTranspose1d, extra_padding_for_conv1d, pad1d
-from .errors import (
+from ..codec.conv import EncodecConv1d, EncodecConvTranspose1d, extra_padding_for_conv1d, pad1d
+from ..codec.lstm import EncodecLSTM
+from ..codec.modeling import blend_dtype, overlap_add_window
+from ..codec.seanet import EncodecResnetBlock
+from ..errors import (
     EncodecInputError,
     SamplingRateError,
     StreamClosedError,
     StreamingNotSupportedError,
 )
-from .lstm import EncodecLSTM
-from .modeling import blend_dtype, overlap_add_window
-from .seanet import EncodecResnetBlock
 
 logger = logging.getLogger(__name__)
 

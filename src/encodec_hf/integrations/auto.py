@@ -31,9 +31,9 @@ _state: dict = {}
 
 
 def _classes():
-    from .configuration import EncodecConfig
-    from .feature_extraction import EncodecFeatureExtractor
-    from .modeling import EncodecModel
+    from ..codec.configuration import EncodecConfig
+    from ..codec.feature_extraction import EncodecFeatureExtractor
+    from ..codec.modeling import EncodecModel
 
     return EncodecConfig, EncodecModel, EncodecFeatureExtractor
 

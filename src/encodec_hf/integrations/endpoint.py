@@ -41,9 +41,9 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 import torch
 
-from .audio_io import convert_audio
-from .clip_codec import ClipCodes, check_bandwidth, check_codes, decode_clip, encode_clips
-from .errors import EncodecInputError
+from ..audio_io import convert_audio
+from ..errors import EncodecInputError
+from .clips import ClipCodes, check_bandwidth, check_codes, decode_clip, encode_clips
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class EndpointHandler:
     def __init__(self, path: str = "", max_duration_s: float | None = None, device: str | None = None):
         import torch
 
-        from .clip_codec import feature_extractor_for, load_model
+        from .clips import feature_extractor_for, load_model
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -361,7 +361,7 @@ def serve(endpoint: EndpointHandler, host: str = "127.0.0.1", port: int = 8080, 
 
 
 def serve_main(argv: list[str] | None = None) -> int:
-    """Entry point of `encodec-hf serve` (and `python -m encodec_hf.endpoint`)."""
+    """Entry point of `encodec-hf serve` (and `python -m encodec_hf.integrations.endpoint`)."""
     parser = argparse.ArgumentParser(
         prog="encodec-hf serve",
         description="Serve the Inference Endpoints handler locally: POST / (audio or JSON), GET /health.",

@@ -18,7 +18,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from .errors import EcdcFormatError
+from ..errors import EcdcFormatError
 
 TOTAL_RANGE_BITS = 24
 

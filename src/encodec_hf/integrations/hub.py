@@ -93,7 +93,7 @@ def save_for_hub(
     Returns:
         `list[str]`: the relative paths of the files written, sorted.
     """
-    from .clip_codec import feature_extractor_for
+    from .clips import feature_extractor_for
 
     card = load_model_card(model_card, repo_id)
     save_directory = Path(save_directory)

@@ -80,7 +80,7 @@ def export_onnx(model, directory: str | os.PathLike) -> dict[str, Path]:
     Returns:
         ``{"encoder": path, "decoder": path}``.
     """
-    from .modeling import EncodecModel
+    from ..codec.modeling import EncodecModel
 
     if not isinstance(model, EncodecModel):
         raise TypeError(f"export_onnx takes an encodec_hf EncodecModel, got {type(model).__name__}.")

@@ -20,7 +20,7 @@ are accepted too.
 Output columns: `audio_codes` (`[N, K, F]` int16: chunks, codebooks, frames), `audio_scales` (`[N]`
 float32, only for models with `normalize=True` such as 48 kHz) and `num_samples` (clip length at the
 model rate, needed to decode back to the exact length). Batched results equal per-item results: see
-`encodec_hf.clip_codec` for the padding rule that guarantees it.
+`encodec_hf.integrations.clips` for the padding rule that guarantees it.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio_io import convert_audio
-from .clip_codec import ClipCodes, check_bandwidth, codes_dtype, decode_clip, encode_clips, load_model
-from .errors import EncodecInputError, SamplingRateError
+from ..audio_io import convert_audio
+from ..errors import EncodecInputError, SamplingRateError
+from .clips import ClipCodes, check_bandwidth, codes_dtype, decode_clip, encode_clips, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class EncodecMapFunction:
     ):
         if isinstance(model, (str, os.PathLike)):
             self.model_name_or_path, self._model = os.fspath(model), None
-            from .configuration import EncodecConfig
+            from ..codec.configuration import EncodecConfig
 
             self.config = EncodecConfig.from_pretrained(self.model_name_or_path)
         else:
@@ -557,7 +557,7 @@ def _distributed_env() -> tuple[int, int, int, int]:
 
 
 def encode_dataset_main(argv: list[str] | None = None) -> int:
-    """Entry point of `encodec-hf encode-dataset` (and `python -m encodec_hf.hf_datasets`)."""
+    """Entry point of `encodec-hf encode-dataset` (and `python -m encodec_hf encode-dataset`)."""
     import torch.distributed as dist
 
     args = _build_parser().parse_args(argv)

@@ -1,0 +1,50 @@
+"""Every exception type of encodec_hf (users import them from ``encodec_hf.errors``).
+
+Each subclasses the built-in exception a user would catch anyway (``ValueError``, ``EOFError``...), so
+``except ValueError`` keeps working while callers who care can catch the precise type.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointMismatchError",
+    "EcdcFormatError",
+    "EncodecInputError",
+    "MissingLMError",
+    "SamplingRateError",
+    "StreamClosedError",
+    "StreamingNotSupportedError",
+    "UnsupportedBandwidthError",
+]
+
+
+class EncodecInputError(ValueError):
+    """Audio, codes or scales handed to the model are unusable (shape, dtype, values)."""
+
+
+class UnsupportedBandwidthError(EncodecInputError):
+    """The requested bandwidth is not one of ``config.target_bandwidths``."""
+
+
+class SamplingRateError(EncodecInputError):
+    """Audio was given at a sampling rate the model was not trained on."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's weights do not fit its config (missing, unexpected or mis-shaped tensors)."""
+
+
+class EcdcFormatError(ValueError):
+    """An ``.ecdc`` byte stream is malformed, truncated or made by another model."""
+
+
+class StreamingNotSupportedError(RuntimeError):
+    """The model cannot stream at the requested granularity (e.g. non-causal 48 kHz below one chunk)."""
+
+
+class StreamClosedError(RuntimeError):
+    """A streaming encoder or decoder was used after ``close()`` or after it was marked broken."""
+
+
+class MissingLMError(ValueError):
+    """An ``.ecdc`` file needs the entropy-coding LM but the model folder or repository has no LM weights."""

@@ -1,0 +1,1 @@
+"""encodec_hf in the Hugging Face ecosystem: datasets, the Hub, Auto classes, Inference Endpoints, ONNX."""
