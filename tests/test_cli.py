@@ -10,8 +10,8 @@ import torch
 from reference_encodec import ConvertedPair
 
 from encodec_hf import cli
-from encodec_hf.ecdc import container as ecdc
 from encodec_hf.audio_io import convert_audio, load_audio
+from encodec_hf.ecdc import container as ecdc
 
 
 @pytest.fixture(scope="module")

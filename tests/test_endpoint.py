@@ -213,7 +213,7 @@ def test_http_bad_requests_get_4xx_and_server_keeps_serving(server, clip):
 
 
 def test_serve_main_subprocess_writes_nothing(model_dir, clip, tmp_path):
-    """`python -m encodec_hf.integrations.endpoint` on 127.0.0.1:0, bad and good requests: cwd and TMPDIR stay empty."""
+    """`python -m encodec_hf.integrations.endpoint` on 127.0.0.1:0, bad and good requests; cwd, TMPDIR stay empty."""
     workdir, tmpdir = tmp_path / "cwd", tmp_path / "tmp"
     workdir.mkdir()
     tmpdir.mkdir()
