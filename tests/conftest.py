@@ -7,13 +7,18 @@ path a user takes with a Hub checkpoint.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import soundfile as sf
 import torch
 import transformers
 
 from encodec_hf import EncodecConfig, EncodecModel
 
 CONFIG_FIELDS = set(transformers.EncodecConfig().to_dict())
+# Real clips shipped with the tests (origin in tests/data/README.md).
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 def tiny_config(**overrides) -> EncodecConfig:
@@ -113,3 +118,17 @@ def audio(batch: int, channels: int, length: int, seed: int = 0) -> torch.Tensor
     t = torch.arange(length) / 1000.0
     x = 0.1 * torch.randn(batch, channels, length, generator=g) + 0.3 * torch.sin(2 * torch.pi * 3 * t)
     return x.clamp(-1, 1)
+
+
+@pytest.fixture(scope="session")
+def real_clip():
+    """Factory: (file name in tests/data, frames=None) -> (audio `[C, T]` float32, sampling rate).
+
+    ``test_24k.wav`` (24 kHz mono, 20 s) and ``test_48k.wav`` (48 kHz stereo, 15 s) from Meta's encodec repository.
+    """
+
+    def load(name: str, frames: int | None = None) -> tuple[torch.Tensor, int]:
+        data, rate = sf.read(DATA_DIR / name, dtype="float32", frames=-1 if frames is None else frames, always_2d=True)
+        return torch.from_numpy(data.T.copy()), rate
+
+    return load
