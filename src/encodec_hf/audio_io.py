@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import AudioFileError
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,7 +26,7 @@ def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        ValueError: soundfile cannot decode it.
+        AudioFileError: soundfile cannot decode it (an `EncodecInputError`, so a `ValueError`).
     """
     import soundfile as sf
 
@@ -33,7 +35,7 @@ def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     try:
         data, sampling_rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)  # [T, C]
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise ValueError(f"Cannot read {path} as audio: {err}") from err
+        raise AudioFileError(f"Cannot read {path} as audio: {err}") from err
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sampling_rate)
 
 

@@ -7,6 +7,7 @@ Each subclasses the built-in exception a user would catch anyway (``ValueError``
 from __future__ import annotations
 
 __all__ = [
+    "AudioFileError",
     "CheckpointMismatchError",
     "EcdcFormatError",
     "EncodecInputError",
@@ -20,6 +21,10 @@ __all__ = [
 
 class EncodecInputError(ValueError):
     """Audio, codes or scales handed to the model are unusable (shape, dtype, values)."""
+
+
+class AudioFileError(EncodecInputError):
+    """An audio file cannot be read or decoded (not audio, a format libsndfile does not know, corrupt data)."""
 
 
 class UnsupportedBandwidthError(EncodecInputError):
