@@ -136,6 +136,26 @@ def test_exact_recompute_is_part_of_the_key_and_gives_the_same_bits():
     assert lm.exact_plan().kernels == cached.kernels
 
 
+def test_lms_made_under_inference_mode(tmp_path):
+    """`compress` loads the LM under inference mode: from_pretrained still makes normal tensors, whose in-place edits
+    the plan key sees; an LM built under inference mode (no version counters) runs too."""
+    torch.manual_seed(0)
+    lm = EncodecLM(EncodecLMConfig(num_codebooks=2, past_context=10)).eval()
+    lm.save_pretrained(tmp_path)
+    codes = torch.randint(1024, (1, 2, 12))
+    expected, _ = lm(codes)
+    with torch.inference_mode():
+        loaded = EncodecLM.from_pretrained(tmp_path)
+        built = EncodecLM(lm.config).eval()
+        built.load_state_dict(lm.state_dict())
+        assert torch.equal(loaded(codes)[0], expected) and torch.equal(built(codes)[0], expected)
+    assert not any(p.is_inference() for p in loaded.parameters())
+    plan = loaded.exact_plan()
+    with torch.no_grad():
+        loaded.linears[0].bias.add_(1.0)
+    assert loaded.exact_plan() is not plan
+
+
 def test_save_load_round_trip_and_errors(tmp_path):
     torch.manual_seed(0)
     lm = EncodecLM(EncodecLMConfig(num_codebooks=2, past_context=10)).eval()

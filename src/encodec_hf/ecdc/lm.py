@@ -159,9 +159,12 @@ class EncodecLM(nn.Module):
             metadata = f.metadata() or {}
         if "lm_config" not in metadata:
             raise ValueError(f"{path} lacks the 'lm_config' metadata written by EncodecLM.save_pretrained.")
-        lm = cls(EncodecLMConfig(**json.loads(metadata["lm_config"])))
-        lm.load_state_dict(load_file(path), strict=True)
-        return lm.to(device).eval()
+        # Normal tensors even when called under inference mode (as `compress` does), so that in-place edits of the
+        # weights keep bumping the version counters the exact decoder's cache key reads.
+        with torch.inference_mode(False):
+            lm = cls(EncodecLMConfig(**json.loads(metadata["lm_config"])))
+            lm.load_state_dict(load_file(path), strict=True)
+            return lm.to(device).eval()
 
     def save_pretrained(self, directory: str | os.PathLike) -> str:
         """Write `lm.safetensors` (weights + config as metadata) into `directory`; returns the file path."""

@@ -44,7 +44,8 @@ class PlanKey:
     when a parameter is replaced and `data_ptr` when its storage is (`param.data = ...`, `.to()`). A hook-bumped
     counter would miss in-place edits, which no module hook sees. The plan holds the parameters, so their ids
     are not reused while it lives. Not seen: writes through `param.data`, which has its own version counter;
-    edit the parameters themselves.
+    edit the parameters themselves; nor in-place edits of parameters created under `torch.inference_mode`
+    (inference tensors have no version counter; `EncodecLM.from_pretrained` makes normal ones).
     """
 
     num_threads: int
@@ -57,12 +58,15 @@ class PlanKey:
     def of(cls, lm) -> PlanKey:
         """The key of `lm` now. It is checked on every call, once per decoded frame, hence `_parameters_of`."""
         parameters = _parameters_of(lm, [])
-        first = parameters[0]
+        try:
+            version = tuple((id(p), p._version, p.data_ptr()) for p in parameters)
+        except RuntimeError:  # inference tensors (made under `torch.inference_mode`) have no version counter
+            version = tuple((id(p), -1 if p.is_inference() else p._version, p.data_ptr()) for p in parameters)
         return cls(
             num_threads=torch.get_num_threads(),
-            device=first.device,
-            dtype=first.dtype,
-            weights_version=tuple((id(p), p._version, p.data_ptr()) for p in parameters),
+            device=parameters[0].device,
+            dtype=parameters[0].dtype,
+            weights_version=version,
             exact_recompute=bool(lm.exact_recompute),
         )
 
