@@ -68,18 +68,18 @@ def _floors(lm, num_codebooks: int, frames: int, repeat: int) -> dict[str, float
     and the quantized CDFs. This replays exactly those calls on the LM's own weights, with nothing else (no
     state bookkeeping, no arithmetic decoding):
 
-    - "products": the matrix-vector products alone, each weight matrix read just before its product (as our
-      decoder does) or not, whichever is faster;
+    - "products": the matrix-vector products alone, each weight matrix first read with a streaming reduction
+      (which pulls it into the cache first; whether that pays depends on the machine and its load) or not,
+      whichever is faster;
     - "kernels": every bit-defining kernel above, with the products read the faster way, in decoding order.
     """
     from encodec_hf.ecdc.arithmetic_coding import build_stable_quantized_cdf
 
     cfg = lm.config
-    packed = lm._pack()
-    layers = [(w_q, b_q, w_kv, b_kv, t) for w_q, b_q, w_kv, b_kv, _, t in packed["layers"]]
-    heads = [(head.weight, head.bias) for head in lm.linears[:num_codebooks]]
-    mats = [m for w_q, b_q, w_kv, b_kv, t in layers for m in ((w_q, b_q), (w_kv, b_kv), (t.out_w, t.out_b))]
-    mats += [m for *_, t in layers for m in ((t.l1_w, t.l1_b), (t.l2_w, t.l2_b))] + heads
+    plan = lm.exact_plan()
+    layers, heads = plan.layers, plan.heads[:num_codebooks]
+    mats = [m for t in layers for m in ((t.q_w, t.q_b), (t.kv_w, t.kv_b), (t.out_w, t.out_b))]
+    mats += [m for t in layers for m in ((t.l1_w, t.l1_b), (t.l2_w, t.l2_b))] + list(heads)
     inputs = {w.shape[1]: torch.randn(1, 1, w.shape[1]) for w, _ in mats}
     window = torch.randn(cfg.past_context + 1, cfg.dim)
     F = torch.nn.functional
@@ -95,17 +95,17 @@ def _floors(lm, num_codebooks: int, frames: int, repeat: int) -> dict[str, float
         x = inputs[cfg.dim]
         keys = min(frame + 2, cfg.past_context + 1)
         kv = window[:keys].as_strided((1, heads_n, keys, head_dim), (keys * cfg.dim, head_dim, cfg.dim, 1))
-        for w_q, b_q, w_kv, b_kv, t in layers:
+        for t in layers:
             if prefetch:
-                w_q.sum(), w_kv.sum(), t.out_w.sum()
-            q = F.linear(x, w_q, b_q).view(1, heads_n, 1, head_dim)
-            F.linear(window[:4].unsqueeze(1), w_kv, b_kv)
+                t.q_w.sum(), t.kv_w.sum(), t.out_w.sum()
+            q = F.linear(x, t.q_w, t.q_b).view(1, heads_n, 1, head_dim)
+            F.linear(window[:4].unsqueeze(1), t.kv_w, t.kv_b)
             out = F.scaled_dot_product_attention(q, kv, kv, torch.zeros(1, 1, 1, keys))
-            x = F.layer_norm(x + F.linear(out.reshape(1, 1, cfg.dim), t.out_w, t.out_b), shape, t.norm1_w, t.norm1_b)
+            x = F.layer_norm(x + F.linear(out.reshape(1, 1, cfg.dim), t.out_w, t.out_b), shape, *t.norm1)
             if prefetch:
                 t.l1_w.sum(), t.l2_w.sum()
             hidden = F.gelu(F.linear(x, t.l1_w, t.l1_b))
-            x = F.layer_norm(x + F.linear(hidden, t.l2_w, t.l2_b), shape, t.norm2_w, t.norm2_b)
+            x = F.layer_norm(x + F.linear(hidden, t.l2_w, t.l2_b), shape, *t.norm2)
         parts = []
         for weight, bias in heads:
             if prefetch:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from encodec_hf.ecdc.lm import EncodecLM, EncodecLMConfig
+from encodec_hf.ecdc.lm_exact import KernelChoices
 
 
 def _original_lm(n_q, past_context, seed=0):
@@ -48,27 +49,111 @@ def test_bit_identical_to_original(n_q, past_context, num_codebooks, steps, capa
     assert torch.equal(forward[0].permute(2, 1, 0), expected)
 
 
-def test_position_cache_is_bounded_and_bits_unchanged():
-    original = _original_lm(8, 20)
-    ours = EncodecLM(EncodecLMConfig(num_codebooks=8, past_context=20))
+def _pair(n_q=8, past_context=20, seed=0):
+    original = _original_lm(n_q, past_context, seed)
+    ours = EncodecLM(EncodecLMConfig(num_codebooks=n_q, past_context=past_context))
     ours.load_state_dict(original.state_dict(), strict=True)
-    ours.eval()
+    return original, ours.eval()
+
+
+def test_position_cache_is_bounded_and_bits_unchanged():
+    original, ours = _pair()
     ours.max_cached_positions = 7  # long files would otherwise keep one tensor per frame offset
     codes = torch.randint(1024, (1, 4, 30), generator=torch.Generator().manual_seed(5))
     forward, _ = ours(codes)
-    assert 0 < len(ours._pos_cache) <= 7
+    assert 0 < len(ours.exact_plan().positions) <= 7
     assert torch.equal(forward[0].permute(2, 1, 0), _original_probas(original, codes))
 
 
-def test_exact_recompute_mode_matches_cached_mode():
-    torch.manual_seed(0)
-    lm = EncodecLM(EncodecLMConfig(num_codebooks=4, past_context=16)).eval()
-    codes = torch.randint(1024, (1, 4, 40))
-    cached, _ = lm(codes)
+def _check_against_original(original, ours, steps=40):
+    """Probabilities of our LM, both block-wise and frame by frame, equal the original's."""
+    codes = torch.randint(1024, (1, 6, steps), generator=torch.Generator().manual_seed(7))
+    expected = _original_probas(original, codes)
+    forward, _ = ours(codes)
+    assert torch.equal(forward[0].permute(2, 1, 0), expected)
+    state = ours.init_state()
+    for t in range(steps):
+        probas = ours.step_first(6, state) if t == 0 else ours.step(codes[0, :, t - 1], state)
+        assert torch.equal(probas, expected[t]), f"step {t} differs"
+
+
+def test_plan_is_kept_until_its_key_changes():
+    _, lm = _pair()
+    plan = lm.exact_plan()
+    assert lm.exact_plan() is plan
+    lm(torch.randint(1024, (1, 4, 5)))  # running it changes nothing the plan depends on
+    assert lm.exact_plan() is plan and plan.key.num_threads == torch.get_num_threads()
+    assert plan.key.device == torch.device("cpu") and plan.key.dtype == torch.float32
+
+
+def test_plan_key_follows_the_thread_count():
+    original, lm = _pair()
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            plan = lm.exact_plan()
+            assert plan.key.num_threads == threads  # and its kernel choices were measured with them
+            _check_against_original(original, lm)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_plan_key_follows_in_place_weight_edits_and_loading():
+    original, lm = _pair()
+    _check_against_original(original, lm)
+    plan = lm.exact_plan()
+    with torch.no_grad():
+        # The stacked copies (embeddings, output heads) and the views (in_proj split) must all follow.
+        for model in (original, lm):
+            model.emb[2].weight.mul_(1.5)
+            model.linears[1].bias.add_(0.25)
+            model.transformer.layers[3].self_attn.in_proj_weight.mul_(0.5)
+    assert lm.exact_plan().key != plan.key
+    _check_against_original(original, lm)
+
+    other, _ = _pair(seed=1)
+    plan = lm.exact_plan()
+    lm.load_state_dict(other.state_dict())
+    assert lm.exact_plan().key.weights_version != plan.key.weights_version
+    _check_against_original(other, lm)
+
+    plan = lm.exact_plan()
+    lm.linears[0].weight = torch.nn.Parameter(lm.linears[0].weight.detach() * 2)  # a new parameter object
+    assert lm.exact_plan() is not plan
+    assert torch.equal(lm.exact_plan().heads[0][0], lm.linears[0].weight)
+
+
+def test_exact_recompute_is_part_of_the_key_and_gives_the_same_bits():
+    original, lm = _pair(past_context=16)
+    cached = lm.exact_plan()
+    _check_against_original(original, lm)
     lm.exact_recompute = True
-    lm._packed = None
-    recomputed, _ = lm(codes)
-    assert torch.equal(cached, recomputed)
+    recompute = lm.exact_plan()
+    assert recompute.key.exact_recompute and recompute.kernels == KernelChoices(stable_rows=None, batched_heads=False)
+    _check_against_original(original, lm)
+    lm.exact_recompute = False
+    assert lm.exact_plan().kernels == cached.kernels
+
+
+def test_lms_made_under_inference_mode(tmp_path):
+    """`compress` loads the LM under inference mode: from_pretrained still makes normal tensors, whose in-place edits
+    the plan key sees; an LM built under inference mode (no version counters) runs too."""
+    torch.manual_seed(0)
+    lm = EncodecLM(EncodecLMConfig(num_codebooks=2, past_context=10)).eval()
+    lm.save_pretrained(tmp_path)
+    codes = torch.randint(1024, (1, 2, 12))
+    expected, _ = lm(codes)
+    with torch.inference_mode():
+        loaded = EncodecLM.from_pretrained(tmp_path)
+        built = EncodecLM(lm.config).eval()
+        built.load_state_dict(lm.state_dict())
+        assert torch.equal(loaded(codes)[0], expected) and torch.equal(built(codes)[0], expected)
+    assert not any(p.is_inference() for p in loaded.parameters())
+    plan = loaded.exact_plan()
+    with torch.no_grad():
+        loaded.linears[0].bias.add_(1.0)
+    assert loaded.exact_plan() is not plan
 
 
 def test_save_load_round_trip_and_errors(tmp_path):

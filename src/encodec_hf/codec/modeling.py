@@ -39,6 +39,19 @@ logger = logging.getLogger(__name__)
 EMPTY_CHUNK_SCALE = 1e-8
 
 
+def chunk_scale(chunk: torch.Tensor) -> torch.Tensor:
+    """Scale `[B, 1, 1]` of one chunk `[B, C, L]`: the RMS of its mono mix + 1e-8, as Meta's `_encode_frame`.
+
+    The original's operations on the original's shape, one chunk position at a time and never on chunks stacked
+    along the batch: with several threads torch splits the reduction of one long row across the threads but
+    gives each thread whole rows of a stack, which rounds differently (one ulp on some 1 s chunks at 48 kHz).
+    transformers' ``sum(1) / C`` equals ``mean(1)`` bit for bit (a sum divided by the count, both ways).
+    """
+    mono = chunk.mean(dim=1, keepdim=True)
+    volume = mono.pow(2).mean(dim=2, keepdim=True).sqrt()
+    return 1e-8 + volume
+
+
 @dataclass
 class EncodecOutput(ModelOutput):
     """Output of [`EncodecModel.forward`].
@@ -338,16 +351,12 @@ class EncodecModel(EncodecPreTrainedModel):
         return lengths.tolist()
 
     # ------------------------------------------------------------------ encode
-    def _encode_chunks(self, chunks: torch.Tensor, num_quantizers: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Chunks `[G, C, L]` to codes `[G, K, ceil(L / hop)]` and scales `[G, 1]` (or `None`)."""
-        scale = None
-        if self.config.normalize:
-            mono = torch.sum(chunks, 1, keepdim=True) / chunks.shape[1]
-            scale = mono.pow(2).mean(dim=-1, keepdim=True).sqrt() + 1e-8  # [G, 1, 1]
+    def _encode_chunks(self, chunks: torch.Tensor, num_quantizers: int, scale: torch.Tensor | None) -> torch.Tensor:
+        """Chunks `[G, C, L]` (divided by their scales `[G, 1, 1]` if given) to codes `[G, K, ceil(L / hop)]`."""
+        if scale is not None:
             chunks = chunks / scale
-            scale = scale.view(-1, 1)
         latents = self.encoder(chunks, self._piece_size(chunks.shape[-1], self.max_samples_per_batch))
-        return self.quantizer.encode(latents, num_quantizers), scale
+        return self.quantizer.encode(latents, num_quantizers)
 
     def encode(
         self,
@@ -400,16 +409,25 @@ class EncodecModel(EncodecPreTrainedModel):
         frames = _ceil_div(max(end - start for s in spans for start, end in s), hop)
         codes = torch.zeros(num_chunks, batch, num_quantizers, frames, dtype=torch.long, device=audio.device)
         scales = torch.full((num_chunks, batch, 1), EMPTY_CHUNK_SCALE, dtype=audio.dtype, device=audio.device)
+        normalize = self.config.normalize
+        if normalize:
+            # Chunk by chunk with the references' [B, C, L] tensors, so the scales (float32 in `.ecdc`) get their
+            # bits: the whole batch at once when it is not padded (as transformers and Meta's package), else each
+            # item alone (what a padded item must equal).
+            together = all(item_spans == spans[0] for item_spans in spans)
+            for i, item_spans in enumerate([spans[0]] if together else spans):
+                items = slice(None) if together else slice(i, i + 1)
+                for k, (start, end) in enumerate(item_spans):
+                    scales[k, items] = chunk_scale(audio[items, :, start:end]).view(-1, 1)
         for chunk_length, members in groups.items():
             size = self._group_size(chunk_length)
             for first in range(0, len(members), size):
                 part = members[first : first + size]
                 chunks = torch.stack([audio[i, :, start : start + chunk_length] for i, _, start in part])
-                part_codes, part_scales = self._encode_chunks(chunks, num_quantizers)
+                part_scales = torch.stack([scales[k, i] for i, k, _ in part]).view(-1, 1, 1) if normalize else None
+                part_codes = self._encode_chunks(chunks, num_quantizers, part_scales)
                 for j, (i, k, _) in enumerate(part):
                     codes[k, i, :, : part_codes.shape[-1]] = part_codes[j]
-                    if part_scales is not None:
-                        scales[k, i] = part_scales[j]
 
         last_frames = max(_ceil_div(s[-1][1] - s[-1][0], hop) for s in spans if len(s) == num_chunks)
         last_frame_pad_length = frames - last_frames

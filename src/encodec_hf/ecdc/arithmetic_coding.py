@@ -62,6 +62,25 @@ def build_stable_quantized_cdf(
     return cdf
 
 
+def _drop_shared_bits(low: int, high: int, max_bit: int, out: list[int] | None = None) -> tuple[int, int, int]:
+    """Clear the leading bits (from `max_bit` down) that `low` and `high` share: no later symbol can change them.
+
+    Returns the new `(low, high, max_bit)`; the encoder collects the dropped bits in `out`, the decoder drops
+    them from its window as well.
+    """
+    while max_bit >= 0:
+        b1 = low >> max_bit
+        if b1 != high >> max_bit:
+            break
+        if b1:
+            low -= 1 << max_bit
+            high -= 1 << max_bit
+        if out is not None:
+            out.append(b1)
+        max_bit -= 1
+    return low, high, max_bit
+
+
 class ArithmeticEncoder:
     """Encode symbols given their quantized CDFs; `finish()` returns the byte-aligned stream.
 
@@ -108,17 +127,7 @@ class ArithmeticEncoder:
         low = low - ((-cdf_low * delta) >> bits)
         if low > high:
             raise ValueError(f"Empty range [{cdf_low}, {cdf_high}) for this symbol: the CDF must be increasing.")
-        out = self._bits
-        while max_bit >= 0:
-            b1 = low >> max_bit
-            if b1 != high >> max_bit:
-                break
-            if b1:
-                low -= 1 << max_bit
-                high -= 1 << max_bit
-            out.append(b1)
-            max_bit -= 1
-        self.low, self.high, self.max_bit = low, high, max_bit
+        self.low, self.high, self.max_bit = _drop_shared_bits(low, high, max_bit, self._bits)
 
     def finish(self) -> bytes:
         """Emit the remaining bits of `low`, pad the last byte with zeros and return the whole stream."""
@@ -189,16 +198,9 @@ class ArithmeticDecoder:
             raise EcdcFormatError("Arithmetic decoding failed: no symbol matches (corrupt data or wrong model/LM).")
         high = low + (((int(quantized_cdf[symbol]) - 1) * delta) >> bits)
         low = low + eff_low
-        while max_bit >= 0:
-            b1 = low >> max_bit
-            if b1 != high >> max_bit:
-                break
-            if b1:
-                low -= 1 << max_bit
-                high -= 1 << max_bit
-                current -= 1 << max_bit
-            max_bit -= 1
-        self.low, self.high, self.current, self.max_bit = low, high, current, max_bit
+        # `current` lies in [low, high], so it shares their leading bits and loses what `low` loses.
+        new_low, self.high, self.max_bit = _drop_shared_bits(low, high, max_bit)
+        self.low, self.current = new_low, current - (low - new_low)
         return symbol
 
 
