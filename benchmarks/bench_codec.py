@@ -223,11 +223,11 @@ def kernel_floor(ours, audio: torch.Tensor, workdir: Path) -> dict | None:
     codes, see the README). Those primitives' own run time, measured by oneDNN and excluding its layout copies,
     is therefore a floor for any implementation with identical codes on this machine: transformers' time over it
     bounds the reachable speed-up. Two larger floors add the reorders around those primitives that torch's API
-    imposes, then torch's ELU and GroupNorm kernels (timed by torch.profiler in one more call). Returns None on
-    the time-major layout (its kernels are not the bit-defining ones) and where oneDNN reports nothing (a torch
+    imposes, then torch's ELU and GroupNorm kernels (timed by torch.profiler in one more call). Returns None with
+    ``fast_inference`` on (its kernels are not the bit-defining ones) and where oneDNN reports nothing (a torch
     build without it).
     """
-    if any(getattr(module, "time_major", False) for module in (ours.encoder, ours.decoder)):
+    if ours.fast_inference:
         return None
     with torch.inference_mode():
         encode, enc = onednn_seconds(lambda: ours.encode(audio, bandwidth=BANDWIDTH), workdir)
@@ -397,9 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for both (default: as is)")
     parser.add_argument(
         "--layout",
-        choices=["default", "time-major", "reference"],
+        choices=["default", "fast", "reference"],
         default="default",
-        help="encodec_hf's layout: the model's default (time-major for 24 kHz, reference for 48 kHz), or forced",
+        help="encodec_hf's inference steps: the model's default (fast_inference on for 24 kHz, off for 48 kHz), "
+        "or forced: fast (time-major kernels) or reference (transformers' kernels)",
     )
     parser.add_argument(
         "--dtype",
@@ -439,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             theirs, ours = make_models(name, Path(tmp))
             if args.layout != "default":
-                ours.time_major = args.layout == "time-major"
+                ours.fast_inference = args.layout == "fast"
             ours.to(getattr(torch, args.dtype))
             if args.backend == "onnxruntime":
                 from encodec_hf.integrations.onnx import export_onnx, use_onnxruntime

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from conftest import audio, random_model, tiny_chunked_config, tiny_config
+from conftest import audio, random_model, tiny_chunked_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from encodec_hf import EncodecDecoderOutput, EncodecEncoderOutput, EncodecOutput
+from encodec_hf.codec.inference_plan import BatchLimits
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -76,33 +78,36 @@ def test_default_bandwidth_is_the_lowest_as_in_transformers(model_pair):
 
 
 def test_audio_rate_pieces_give_the_same_codes_as_one_call():
-    """`max_samples_per_batch` / `..._decode_batch` only split the audio-rate layers of a call into pieces of items
-    (the frame-rate layers and the LSTM still see the whole group): the same codes and scales, and audio within
-    1e-5 (a kernel may pick another blocking for another batch size, which moves last bits, as between items of a
-    batch and the items alone)."""
+    """``BatchLimits.audio_rate_samples`` only splits the audio-rate layers of a call into pieces of items (the
+    frame-rate layers and the LSTM still see the whole group): the same codes and scales, and audio within 1e-5 (a
+    kernel may pick another blocking for another batch size, which moves last bits, as between items of a batch
+    and the items alone)."""
     model = random_model(tiny_chunked_config())
     x = audio(3, 2, 2000, seed=5)  # 3 items x 3 chunks (800, 800, 560 samples): groups of 6 and 3 chunks
     with torch.inference_mode():
-        for time_major in (False, True):
-            model.time_major = time_major
-            model.max_samples_per_batch = model.max_samples_per_decode_batch = 48_000  # one piece per group
+        for fast in (False, True):
+            model.fast_inference = fast
+            model.batch_limits = BatchLimits(audio_rate_samples=48_000)  # one piece per group
             expected = model.encode(x, bandwidth=24.0)
             expected_audio = model.decode(**expected).audio_values
-            model.max_samples_per_batch = model.max_samples_per_decode_batch = 1600  # pieces of 2 chunks
+            model.batch_limits = BatchLimits(audio_rate_samples=1600)  # pieces of 2 chunks
             pieces = model.encode(x, bandwidth=24.0)
             assert torch.equal(pieces.audio_codes, expected.audio_codes)
             assert torch.equal(torch.stack(pieces.audio_scales), torch.stack(expected.audio_scales))
             torch.testing.assert_close(model.decode(**pieces).audio_values, expected_audio, atol=1e-5, rtol=0)
+            model.batch_limits = BatchLimits(chunks_per_call=1)  # chunk by chunk, as transformers runs them
+            one_by_one = model.encode(x, bandwidth=24.0)
+            assert torch.equal(one_by_one.audio_codes, expected.audio_codes)
+            torch.testing.assert_close(model.decode(**one_by_one).audio_values, expected_audio, atol=1e-5, rtol=0)
 
 
-def test_encoder_and_decoder_split_at_the_lstm():
-    model = random_model(tiny_config())
-    x = audio(5, 1, 400, seed=6)
-    with torch.inference_mode():
-        for time_major in (False, True):
-            model.time_major = time_major
-            latents = model.encoder(x)
-            torch.testing.assert_close(model.encoder(x, max_items=2), latents, atol=1e-5, rtol=0)
-            decoded = model.decoder(latents)
-            assert decoded.shape == (5, 1, 400)
-            torch.testing.assert_close(model.decoder(latents, max_items=1), decoded, atol=1e-5, rtol=0)
+def test_batch_limits_sizes_and_validation():
+    limits = BatchLimits(chunks_per_call=16, samples_per_call=1_536_000, audio_rate_samples=48_000)
+    assert limits.chunks_in_call(48_000) == 16 and limits.chunks_in_call(240_000) == 6
+    assert limits.chunks_in_call(10**9) == 1  # at least one chunk, however long
+    assert (
+        limits.items_in_piece(48_000) == 1 and limits.items_in_piece(800) == 60 and limits.items_in_piece(10**9) == 1
+    )
+    for bad in (0, -1, 1.5, True, None):
+        with pytest.raises(ValueError, match="audio_rate_samples must be a positive int"):
+            BatchLimits(audio_rate_samples=bad)

@@ -1,9 +1,10 @@
-"""Pins the numerics of the offline fast paths against the plain reference computation.
+"""Pins the inference plan (``codec/inference_plan.py``) against the reference layers, and its caches against
+weight changes.
 
-* bit-identical by construction: the padding copy written into a preallocated buffer, in-place ELU / residual
-  sum, the cached ``|e|^2`` of the quantizer; ELU fused into the padding copy up to the last bit of loop-tail
-  samples (torch evaluates those with the scalar ``expm1``);
-* float-rounding level (about 1e-7 relative): the time-major (channels-last) convolutions and the GEMM + overlap-add
+* bit-identical by construction: the padding copies (``pad1d``'s reflection, ``pad_time_major``), the plan with
+  ``fast=False`` (the reference layers themselves), the cached ``|e|^2`` of the quantizer; ELU fused into the
+  padding copy up to the last bit of loop-tail samples (torch evaluates those with the scalar ``expm1``);
+* float-rounding level (about 1e-7 relative): the time-major (channels-last) convolutions and the sub-pixel
   transposed convolution; for those the model-level gate is the one that matters to users: codes identical to
   transformers' EncodecModel and audio within 1e-5 (last tests).
 
@@ -15,15 +16,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_model
+from conftest import audio, random_model, tiny_chunked_config, tiny_config
+from torch import nn
 
 from encodec_hf import EncodecConfig, EncodecModel
-from encodec_hf.codec.conv import (
-    EncodecConv1d,
-    EncodecConvTranspose1d,
+from encodec_hf.codec.conv import EncodecConv1d, EncodecConvTranspose1d, pad1d
+from encodec_hf.codec.inference_plan import (
+    InferencePlan,
+    fast_steps,
     is_time_major,
-    pad1d,
-    pad1d_into,
+    pad_time_major,
+    run_steps,
     to_time_major,
 )
 from encodec_hf.codec.quantization import EncodecEuclideanCodebook
@@ -41,17 +44,18 @@ def _tiny_config(**kwargs) -> EncodecConfig:
     return EncodecConfig(**{**base, **kwargs})
 
 
+# ---------------------------------------------------------------- padding and layout
 @pytest.mark.parametrize("mode", ["reflect", "constant"])
 @pytest.mark.parametrize("paddings", [(0, 0), (2, 0), (0, 3), (3, 1), (6, 7)])
 @pytest.mark.parametrize("elu", [False, True])
 @pytest.mark.parametrize("time_major_input", [False, True])
-def test_pad1d_into_matches_pad_then_elu(mode, paddings, elu, time_major_input):
+def test_pad_time_major_matches_pad_then_elu(mode, paddings, elu, time_major_input):
     torch.manual_seed(0)
     x = torch.randn(3, 5, 11)
     reference = F.pad(F.elu(x) if elu else x, paddings, mode)  # torch's own padding kernels
     if time_major_input:
         x = to_time_major(x)
-    out = pad1d_into(x, paddings, mode, elu=elu)
+    out = pad_time_major(x, paddings, mode, elu=elu)
     assert is_time_major(out)
     if elu:  # equal up to one ulp (scalar vs vectorised expm1 at loop tails)
         assert (out - reference).abs().max() <= 2 * torch.finfo(torch.float32).eps
@@ -59,22 +63,28 @@ def test_pad1d_into_matches_pad_then_elu(mode, paddings, elu, time_major_input):
         assert torch.equal(out, reference)
 
 
-@pytest.mark.parametrize("mode", ["reflect", "constant"])
+@pytest.mark.parametrize("mode", ["reflect", "constant", "replicate"])
 @pytest.mark.parametrize("paddings", [(0, 0), (2, 0), (0, 3), (3, 1), (6, 7)])
-@pytest.mark.parametrize("time_major_input", [False, True])
-def test_pad1d_copies_exactly_what_torch_pads(mode, paddings, time_major_input):
-    """pad1d's buffer + mirrored borders (the reference path's padding) gives F.pad's values, channel-major."""
-    x = torch.randn(3, 5, 11)
-    reference = F.pad(x, paddings, mode)
-    out = pad1d(to_time_major(x) if time_major_input else x, paddings, mode)
-    assert torch.equal(out, reference) and out.is_contiguous()
+def test_pad1d_gives_torch_values_and_gradients(mode, paddings):
+    """The reference layers' padding (reflection as one concatenation) is F.pad's, values and gradients."""
+    x = torch.randn(3, 5, 11, requires_grad=True)
+    out, reference = pad1d(x, paddings, mode), F.pad(x, paddings, mode)
+    assert torch.equal(out, reference)
+    weights = torch.randn_like(out)
+    (grad,) = torch.autograd.grad((out * weights).sum(), x)
+    (expected,) = torch.autograd.grad((reference * weights).sum(), x)
+    torch.testing.assert_close(grad, expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("length", [1, 2, 3])
-def test_pad1d_into_short_reflect_falls_back_exactly(length):
+def test_short_reflect_zero_extends_like_the_reference(length):
     x = torch.randn(2, 3, length)
-    assert torch.equal(pad1d_into(x, (4, 2), "reflect", elu=False), pad1d(x, (4, 2), "reflect"))
-    assert torch.allclose(pad1d_into(x, (4, 2), "reflect", elu=True), pad1d(F.elu(x), (4, 2), "reflect"))
+    left, right = 4, 2
+    extra = max(left, right) - length + 1
+    expected = F.pad(F.pad(x, (0, extra)), (left, right), "reflect")[..., : length + left + right]
+    assert torch.equal(pad1d(x, (left, right), "reflect"), expected)
+    assert torch.equal(pad_time_major(x, (left, right), "reflect"), expected)
+    assert torch.equal(pad_time_major(x, (left, right), "reflect", elu=True), pad1d(F.elu(x), (4, 2), "reflect"))
 
 
 def test_layout_helpers():
@@ -86,55 +96,56 @@ def test_layout_helpers():
     assert is_time_major(torch.randn(2, 1, 7))  # mono: both layouts are the same memory
 
 
+# ---------------------------------------------------------------- fast steps against the layers
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("norm_type", ["weight_norm", "time_group_norm"])
 @pytest.mark.parametrize(("kernel", "stride", "dilation"), [(7, 1, 1), (3, 1, 3), (1, 1, 1), (8, 4, 1), (10, 5, 1)])
 @pytest.mark.parametrize("length", [1, 9, 50])
-def test_conv1d_time_major_matches_reference(causal, norm_type, kernel, stride, dilation, length):
+def test_conv1d_fast_step_matches_layer(causal, norm_type, kernel, stride, dilation, length):
     torch.manual_seed(1)
     conv = EncodecConv1d(6, 5, kernel, stride, dilation, causal=causal, norm_type=norm_type).eval()
     x = torch.randn(3, 6, length)
     with torch.inference_mode():
-        reference = conv(x)
-        fast = conv(to_time_major(x), time_major=True)
-        fused = conv.forward_elu(x)
-        fused_reference = conv(F.elu(x))
-    assert is_time_major(fast)
+        fast = run_steps(fast_steps([conv]), x)
+        fused = run_steps(fast_steps([nn.ELU(), conv]), to_time_major(x))  # ELU fused into the padding copy
+        reference, fused_reference = conv(x), conv(F.elu(x))
+    assert is_time_major(fast) and is_time_major(fused)
     _close(fast, reference)
     _close(fused, fused_reference)
 
 
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("norm_type", ["weight_norm", "time_group_norm"])
-@pytest.mark.parametrize(("kernel", "stride"), [(16, 8), (4, 2), (5, 5), (7, 3), (3, 1)])
+@pytest.mark.parametrize(("kernel", "stride"), [(16, 8), (4, 2), (2, 1), (5, 5), (7, 3)])
 @pytest.mark.parametrize("frames", [1, 2, 13])
-def test_conv_transpose_gemm_matches_reference(causal, norm_type, kernel, stride, frames):
+def test_conv_transpose_fast_step_matches_layer(causal, norm_type, kernel, stride, frames):
+    """kernel = 2 x stride (every SEANet layer) runs as a sub-pixel conv; other shapes run the layer itself."""
     torch.manual_seed(2)
     conv = EncodecConvTranspose1d(6, 5, kernel, stride, causal=causal, norm_type=norm_type).eval()
     x = torch.randn(3, 6, frames)
     with torch.inference_mode():
-        reference = conv.conv_forward(x)
-        fast = conv.conv_forward(x, time_major=True)
-        trimmed = conv(to_time_major(x), time_major=True)
-        fused = conv.forward_elu(to_time_major(x))  # ELU fused into the sub-pixel conv's padding (k = 2s)
-        fused_reference = conv(F.elu(x))
-    assert is_time_major(fast) and is_time_major(fused)
+        fast = run_steps(fast_steps([conv]), x)
+        fused = run_steps(fast_steps([nn.ELU(), conv]), x)
+        reference, fused_reference = conv(x), conv(F.elu(x))
+    assert fast.shape == (3, 5, frames * stride)
     _close(fast, reference)
-    _close(trimmed, conv(x))
     _close(fused, fused_reference)
+    if kernel == 2 * stride:
+        assert is_time_major(fast) and is_time_major(fused)
 
 
-def test_resnet_block_fast_path_matches_reference():
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_resnet_block_fast_step_matches_layer(shortcut):
     torch.manual_seed(3)
     kw = dict(causal=False, norm_type="weight_norm", pad_mode="reflect")
-    for shortcut in (True, False):
-        block = EncodecResnetBlock(
-            8, kernel_size=3, dilations=(2, 1), compress=2, use_conv_shortcut=shortcut, conv_kwargs=kw
-        ).eval()
-        x = torch.randn(2, 8, 40)
-        with torch.inference_mode():
-            _close(block(to_time_major(x), time_major=True), block(x))
-        assert not torch.equal(x, torch.zeros_like(x))  # the input was not modified in place
+    block = EncodecResnetBlock(
+        8, kernel_size=3, dilations=(2, 1), compress=2, use_conv_shortcut=shortcut, conv_kwargs=kw
+    ).eval()
+    x = torch.randn(2, 8, 40)
+    kept = x.clone()
+    with torch.inference_mode():
+        _close(run_steps(fast_steps([block]), to_time_major(x)), block(x))
+    assert torch.equal(x, kept)  # the in-place ELU and sum act on fresh activations only
 
 
 @pytest.mark.parametrize(
@@ -145,49 +156,125 @@ def test_resnet_block_fast_path_matches_reference():
         _tiny_config(use_conv_shortcut=False, pad_mode="constant"),
     ],
 )
-def test_seanet_fast_path_matches_layer_by_layer(config):
+def test_plans_match_the_reference_halves(config):
+    """``fast=False`` is the reference layers bit for bit; ``fast=True`` agrees to float rounding; both split at
+    the LSTM into pieces of items with results equal to one pass within float rounding."""
     torch.manual_seed(4)
     encoder, decoder = EncodecEncoder(config).eval(), EncodecDecoder(config).eval()
     x = torch.randn(3, config.audio_channels, 77)
     with torch.inference_mode():
-        encoder.time_major = decoder.time_major = False
-        latents_ref = encoder(x)
-        audio_ref = decoder(latents_ref)
-        encoder.time_major = decoder.time_major = True
-        latents = encoder(x)
-        audio = decoder(latents_ref)
-    _close(latents, latents_ref)
-    _close(audio, audio_ref)
-    assert audio.is_contiguous()
+        latents, audio_ref = encoder(x), decoder(encoder(x))
+        assert torch.equal(InferencePlan.build(encoder, fast=False)(x), latents)
+        assert torch.equal(InferencePlan.build(decoder, fast=False)(latents), audio_ref)
+        for fast in (False, True):
+            encode, decode = InferencePlan.build(encoder, fast=fast), InferencePlan.build(decoder, fast=fast)
+            _close(encode(x), latents)
+            _close(encode(x, max_items=2), latents)
+            audio = decode(latents)
+            assert audio.is_contiguous()
+            _close(audio, audio_ref)
+            _close(decode(latents, max_items=1), audio_ref)
 
 
-def test_training_uses_reference_route_and_cache_sees_weight_updates():
-    torch.manual_seed(5)
-    config = _tiny_config()
-    encoder = EncodecEncoder(config)
-    x = torch.randn(2, 1, 40, requires_grad=True)
-    encoder(x).sum().backward()
-    # The layer-level fast paths fall back to differentiable ops under autograd as well.
-    conv = encoder.layers[0]
-    conv(to_time_major(x), time_major=True).sum().backward()
-    decoder = EncodecDecoder(config)
-    decoder.layers[3](torch.randn(2, 16, 5), time_major=True).sum().backward()
-    grad = encoder.layers[0].conv.parametrizations.weight.original1.grad
-    assert grad is not None and grad.abs().sum() > 0
-    # Cached re-laid-out weights follow in-place updates of the parameters.
-    x = x.detach()
-    encoder.eval()
-    with torch.inference_mode():
-        before = encoder(x)
+# ---------------------------------------------------------------- which path runs, and the caches
+def test_autograd_runs_the_reference_layers_and_trains():
+    model = random_model(_tiny_config()).train()
+    x = audio(2, 1, 160)
+    model.decoder(model.encoder(x)).pow(2).mean().backward()
+    g = model.encoder.layers[0].conv.parametrizations.weight.original0
+    assert g.grad is not None and g.grad.abs().sum() > 0
+    model.eval()
+    codes = model.encode(x, bandwidth=24.0).audio_codes  # autograd on: the reference layers, no plan
+    assert not model._inference_plans
     with torch.no_grad():
-        encoder.layers[0].conv.parametrizations.weight.original1.mul_(2.0)
-        encoder.layers[-1].conv.parametrizations.weight.original0.mul_(0.5)
+        model.fast_inference = False
+        assert torch.equal(model.encode(x, bandwidth=24.0).audio_codes, codes)
+
+
+def _edited_copy(model: EncodecModel) -> EncodecModel:
+    copy = EncodecModel(model.config).eval()
+    copy.load_state_dict(model.state_dict())
+    copy.fast_inference = model.fast_inference
+    return copy
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["weight_norm", "group_norm_fast"])
+def test_in_place_weight_edits_reach_the_next_encode_and_decode(chunked):
+    config = tiny_chunked_config() if chunked else tiny_config()
+    model = random_model(config)
+    model.fast_inference = True
+    x = audio(2, config.audio_channels, 900)
     with torch.inference_mode():
-        after = encoder(x)
-        encoder.time_major = False
-        after_ref = encoder(x)
-    assert not torch.allclose(before, after)
-    _close(after, after_ref)
+        before = model.encode(x, bandwidth=config.target_bandwidths[-1])
+        before_audio = model.decode(**before).audio_values
+    with torch.no_grad():  # what an optimizer step or a user's edit does: in-place writes to the parameters
+        for name, param in model.named_parameters():
+            if name.startswith(("encoder.", "decoder.")):
+                param.mul_(1.5 if "original0" in name or "bias" in name else -1.0)
+    with torch.inference_mode():
+        after = model.encode(x, bandwidth=config.target_bandwidths[-1])
+        after_audio = model.decode(**before).audio_values
+        fresh = _edited_copy(model)
+        expected = fresh.encode(x, bandwidth=config.target_bandwidths[-1])
+        assert not torch.equal(after.audio_codes, before.audio_codes)
+        assert torch.equal(after.audio_codes, expected.audio_codes)
+        assert not torch.allclose(after_audio, before_audio)
+        assert torch.equal(after_audio, fresh.decode(**before).audio_values)
+
+
+def test_load_state_dict_and_data_swaps_reach_the_next_encode():
+    config = tiny_config()
+    model, other = random_model(config, seed=0), random_model(config, seed=1)
+    x = audio(1, 1, 400)
+    with torch.inference_mode():
+        model.encode(x)  # builds the plans
+        expected = other.encode(x, bandwidth=24.0).audio_codes
+    model.load_state_dict(other.state_dict())  # copies in place: version counters move
+    with torch.inference_mode():
+        assert torch.equal(model.encode(x, bandwidth=24.0).audio_codes, expected)
+    swapped = dict(random_model(config, seed=2).named_parameters())
+    for name, param in model.named_parameters():  # `.data` swaps move nothing: the documented explicit call
+        param.data = swapped[name].data.clone()
+    model.invalidate_inference_plan()
+    with torch.inference_mode():
+        codes = model.encode(x, bandwidth=24.0).audio_codes
+        assert not torch.equal(codes, expected)
+        assert torch.equal(codes, _edited_copy(model).encode(x, bandwidth=24.0).audio_codes)
+
+
+def test_dtype_changes_rebuild_the_plans():
+    model = random_model(tiny_config())
+    x = audio(2, 1, 400)
+    with torch.inference_mode():
+        first = model.encode(x, bandwidth=24.0)
+        model.double()  # through the model: the plans are dropped at once
+        double = model.encode(x, bandwidth=24.0)
+        assert model.decode(**double).audio_values.dtype == torch.float64
+        fast_audio = model.decode(**double).audio_values
+        model.fast_inference = False
+        torch.testing.assert_close(fast_audio, model.decode(**double).audio_values, rtol=0, atol=1e-9)
+        model.fast_inference = True
+        model.float()
+        assert torch.equal(model.encode(x, bandwidth=24.0).audio_codes, first.audio_codes)
+        model.encoder.double()  # a half cast on its own: the recorded dtypes no longer match
+        latents = model._run_half("encoder", x.double(), x.shape[-1])
+        assert latents.dtype == torch.float64
+        torch.testing.assert_close(latents, model.encoder(x.double()), rtol=1e-7, atol=1e-9)
+
+
+def test_parameters_made_in_inference_mode_are_never_stale():
+    """Inference tensors carry no version counter: their plan is rebuilt on every call instead of cached."""
+    config = tiny_config()
+    with torch.inference_mode():
+        model = random_model(config)
+        x = audio(1, 1, 400)
+        before = model.encode(x, bandwidth=24.0).audio_codes
+        for param in model.encoder.parameters():
+            param.mul_(-1.0)
+        after = model.encode(x, bandwidth=24.0).audio_codes
+        model.fast_inference = False
+        assert torch.equal(model.encode(x, bandwidth=24.0).audio_codes, after)
+    assert not torch.equal(before, after)
 
 
 def test_codebook_norm_cache_is_exact_and_invalidated():
@@ -254,12 +341,11 @@ def test_fast_paths_keep_transformers_codes(preset, seconds, tmp_path):
         assert torch.equal(batched.audio_codes[:, 1:], single.audio_codes)
 
 
-def test_time_major_default_per_norm_and_model_switch(tmp_path):
-    """Weight-norm models default to the time-major layout, GroupNorm ones to the reference kernels; the model-level
-    switch sets both halves, and switched off the results are bit-identical to transformers'."""
-    assert EncodecModel(_tiny_config()).time_major
-    group_norm = EncodecModel(_tiny_config(norm_type="time_group_norm", use_causal_conv=False))
-    assert not group_norm.time_major and not group_norm.encoder.time_major and not group_norm.decoder.time_major
+def test_fast_inference_default_per_norm_and_switch(tmp_path):
+    """Weight-norm models default to the fast steps, GroupNorm ones to the reference layers; switched off the
+    results are bit-identical to transformers', switched on the codes are identical and the audio close."""
+    assert EncodecModel(_tiny_config()).fast_inference
+    assert not EncodecModel(_tiny_config(norm_type="time_group_norm", use_causal_conv=False)).fast_inference
     config = _tiny_config()
     theirs, ours = _pair(config, tmp_path)
     audio = _real_audio(config.sampling_rate, 1, 0.05, batch=2)
@@ -269,10 +355,7 @@ def test_time_major_default_per_norm_and_model_switch(tmp_path):
         fast = ours.encode(audio, bandwidth=config.target_bandwidths[-1])
         assert torch.equal(fast.audio_codes, expected.audio_codes)
         _close(ours.decode(fast.audio_codes, fast.audio_scales).audio_values, reference_audio)
-        ours.time_major = False
-        assert not ours.encoder.time_major and not ours.decoder.time_major
+        ours.fast_inference = False
         exact = ours.encode(audio, bandwidth=config.target_bandwidths[-1])
         assert torch.equal(exact.audio_codes, expected.audio_codes)
         assert torch.equal(ours.decode(exact.audio_codes, exact.audio_scales).audio_values, reference_audio)
-        ours.time_major = True
-        assert ours.encoder.time_major and ours.decoder.time_major

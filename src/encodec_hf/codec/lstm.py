@@ -9,17 +9,14 @@ from torch import nn
 class EncodecLSTM(nn.Module):
     """Multi-layer LSTM with a skip connection: `[B, C, T] -> [B, C, T]`.
 
-    Runs time-major (as the checkpoints were trained); the state starts at zero on every call. The streaming
-    path (``streaming.py``) carries ``(h, c)`` across calls instead.
+    The state starts at zero on every call; streaming carries ``(h, c)`` across calls with `forward_with_state`.
     """
 
     def __init__(self, dimension: int, num_layers: int) -> None:
         super().__init__()
         self.lstm = nn.LSTM(dimension, dimension, num_layers)
 
-    def forward(self, x: torch.Tensor, time_major: bool = False) -> torch.Tensor:
-        # Layout-agnostic: the permute to [T, B, C] is free for time-major input; ``time_major`` only keeps the
-        # call signature uniform with the conv layers.
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_state(x)[0]
 
     def forward_with_state(
@@ -27,6 +24,6 @@ class EncodecLSTM(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Runs from ``state`` (zeros if `None`); returns the output `[B, C, T]` and the final `(h, c)`,
         each `[num_layers, B, C]`."""
-        x = x.permute(2, 0, 1)  # [T, B, C]
+        x = x.permute(2, 0, 1)  # [T, B, C]: nn.LSTM is sequence-first, as the checkpoints were trained
         y, new_state = self.lstm(x, state)
         return (y + x).permute(1, 2, 0), new_state

@@ -9,7 +9,8 @@ differ on purpose (see README, "Differences from transformers"):
   scales and codes of the last chunk of chunked models);
 * ``encode`` reports each item's length (``audio_length``) and ``decode`` trims to it, so
   ``decode(**encode(x))`` has exactly the input's length;
-* weight norm is folded once for inference instead of recomputed on every call;
+* inference (no autograd) runs an `InferencePlan` of the encoder and decoder (``inference_plan.py``): for
+  weight-norm models by default faster kernels with weight norm folded once (``model.fast_inference``);
 * chunks of equal length (all full 1 s chunks of the 48 kHz model, across the whole batch) run through the
   network as one batch instead of one by one.
 """
@@ -29,6 +30,7 @@ from transformers.utils import ModelOutput
 
 from .configuration import EncodecConfig
 from .errors import CheckpointMismatchError, EncodecInputError
+from .inference_plan import BatchLimits, InferencePlan, fast_inference_default
 from .quantization import EncodecEuclideanCodebook, EncodecResidualVectorQuantizer
 from .seanet import EncodecDecoder, EncodecEncoder
 
@@ -191,29 +193,9 @@ class EncodecModel(EncodecPreTrainedModel):
     ```
     """
 
-    # Chunks (or items) of one length go through the network together, at most this many per call and at most
-    # `max_samples_per_group` samples (per channel) in all: the frame-rate layers (the LSTM above all) then run on
-    # a large batch, while their tensors stay small (512 channels at 1/320 of the audio rate)...
-    max_chunks_per_batch: int = 16
-    max_samples_per_group: int = 1_536_000
-    # ... and inside a call the audio-rate layers run on at most this many samples (per channel) at a time: their
-    # activations (32 channels at the audio rate, 6 MB per layer for one 1 s chunk of 48 kHz audio) are what fills
-    # memory. Measured in one process with transformers' model, 25 MB activations (4 chunks at a time) page-faulted
-    # ~1 GB of fresh memory per 10 s encode (~0.3 s): they come close to glibc's 32 MB mmap ceiling and its trim
-    # threshold, and each call got fresh pages from the kernel.
-    max_samples_per_batch: int = 48_000
-
-    # Decoding has its own audio-rate budget, the same for the same reasons.
-    max_samples_per_decode_batch: int = 48_000
-
-    def _group_size(self, samples: int) -> int:
-        """How many chunks of `samples` samples go through the network in one call."""
-        return max(1, min(self.max_chunks_per_batch, self.max_samples_per_group // max(samples, 1)))
-
-    @staticmethod
-    def _piece_size(samples: int, budget: int) -> int:
-        """How many chunks of `samples` samples the audio-rate layers take at a time."""
-        return max(1, budget // max(samples, 1))
+    # How much goes through the network at once; see `BatchLimits` (one frozen value: replace it, e.g.
+    # ``model.batch_limits = BatchLimits(audio_rate_samples=96_000)``).
+    batch_limits: BatchLimits = BatchLimits()
 
     def __init__(self, config: EncodecConfig) -> None:
         super().__init__(config)
@@ -222,20 +204,41 @@ class EncodecModel(EncodecPreTrainedModel):
         self.quantizer = EncodecResidualVectorQuantizer(
             config.num_quantizers, config.codebook_size, config.codebook_dim
         )
+        # Whether `encode` / `decode` without autograd run the fast inference steps (`inference_plan.py`): on by
+        # default for weight-norm models, off for GroupNorm ones (`fast_inference_default`). False gives results
+        # bit-identical to transformers'; True agrees with them to float rounding (~1e-7). Autograd (training)
+        # always runs the reference layers.
+        self.fast_inference: bool = fast_inference_default(config)
+        self._inference_plans: dict[str, InferencePlan] = {}
         self.post_init()
 
-    @property
-    def time_major(self) -> bool:
-        """Whether inference runs the fast time-major layout (see `seanet.default_time_major` for the default).
+    # ------------------------------------------------------------------ inference plans
+    def invalidate_inference_plan(self) -> None:
+        """Drops the inference plans (folded weights), rebuilt at the next `encode` / `decode`.
 
-        ``model.time_major = False`` gives results bit-identical to transformers' on the same machine; ``True``
-        agrees with them to float rounding (~1e-7). Training (autograd on) always uses the reference kernels.
+        Needed only after replacing a parameter's ``.data``: in-place edits, ``load_state_dict`` and changes of
+        dtype, device or `fast_inference` are noticed by themselves.
         """
-        return self.encoder.time_major and self.decoder.time_major
+        self._inference_plans = {}
 
-    @time_major.setter
-    def time_major(self, enabled: bool) -> None:
-        self.encoder.time_major = self.decoder.time_major = bool(enabled)
+    def _apply(self, fn, recurse: bool = True):
+        # `.to()`, `.half()`, `.cuda()`... : the plans hold copies in the old dtype / device; free them now.
+        self.invalidate_inference_plan()
+        return super()._apply(fn, recurse)
+
+    def _run_half(self, name: str, x: torch.Tensor, samples: int) -> torch.Tensor:
+        """Runs ``self.encoder`` or ``self.decoder`` (`name`) on `x` whose items are `samples` audio samples long.
+
+        Without autograd this runs the half's `InferencePlan`, the audio-rate layers on ``batch_limits`` pieces;
+        under autograd, or for a replaced half (e.g. onnxruntime's), the module itself.
+        """
+        half = getattr(self, name)
+        if torch.is_grad_enabled() or not isinstance(half, (EncodecEncoder, EncodecDecoder)):
+            return half(x)
+        plan = self._inference_plans.get(name)
+        if plan is None or not plan.is_current(half, self.fast_inference):
+            plan = self._inference_plans[name] = InferencePlan.build(half, fast=self.fast_inference)
+        return plan(x, self.batch_limits.items_in_piece(samples))
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -355,7 +358,7 @@ class EncodecModel(EncodecPreTrainedModel):
         """Chunks `[G, C, L]` (divided by their scales `[G, 1, 1]` if given) to codes `[G, K, ceil(L / hop)]`."""
         if scale is not None:
             chunks = chunks / scale
-        latents = self.encoder(chunks, self._piece_size(chunks.shape[-1], self.max_samples_per_batch))
+        latents = self._run_half("encoder", chunks, chunks.shape[-1])
         return self.quantizer.encode(latents, num_quantizers)
 
     def encode(
@@ -420,7 +423,7 @@ class EncodecModel(EncodecPreTrainedModel):
                 for k, (start, end) in enumerate(item_spans):
                     scales[k, items] = chunk_scale(audio[items, :, start:end]).view(-1, 1)
         for chunk_length, members in groups.items():
-            size = self._group_size(chunk_length)
+            size = self.batch_limits.chunks_in_call(chunk_length)
             for first in range(0, len(members), size):
                 part = members[first : first + size]
                 chunks = torch.stack([audio[i, :, start : start + chunk_length] for i, _, start in part])
@@ -501,8 +504,9 @@ class EncodecModel(EncodecPreTrainedModel):
 
     def _decode_chunks(self, codes: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
         """Codes `[G, K, F]` (and scales `[G, 1]`) to audio `[G, C, F * hop]`."""
-        piece = self._piece_size(codes.shape[-1] * self.config.hop_length, self.max_samples_per_decode_batch)
-        audio = self.decoder(self.quantizer.decode(codes, self.dtype), piece)
+        audio = self._run_half(
+            "decoder", self.quantizer.decode(codes, self.dtype), codes.shape[-1] * self.config.hop_length
+        )
         return audio * scales.view(-1, 1, 1) if scales is not None else audio
 
     @staticmethod
@@ -602,7 +606,7 @@ class EncodecModel(EncodecPreTrainedModel):
                 groups[f].append((i, k))
         decoded: dict[tuple[int, int], torch.Tensor] = {}
         for f, members in groups.items():
-            size = self._group_size(f * hop)
+            size = self.batch_limits.chunks_in_call(f * hop)
             for first in range(0, len(members), size):
                 part = members[first : first + size]
                 part_codes = torch.stack([codes[k, i, :, :f] for i, k in part])

@@ -24,7 +24,7 @@ from torch.nn.utils import parametrize
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
-# The exported graph pads with ONNX's reflect Pad, which needs every layer's input longer than its padding (the
+# The exported graph pads by reflection with fixed slices, which need every layer's input longer than its padding (the
 # PyTorch layers zero-extend shorter inputs first, a data-dependent branch a graph cannot hold). Inputs shorter
 # than this many frames run on the PyTorch layers instead.
 MIN_FRAMES = 16
@@ -43,8 +43,7 @@ def _require_onnxruntime():
 def _plain_halves(model) -> tuple[nn.Module, nn.Module]:
     """Copies of ``model``'s encoder and decoder with weight norm folded into plain weights (what ONNX holds)."""
     plain = type(model)(model.config).eval()
-    plain.load_state_dict(model.state_dict())
-    plain.time_major = False  # the reference layers: plain conv / LSTM ops that export to standard ONNX nodes
+    plain.load_state_dict(model.state_dict())  # the reference layers: plain conv / LSTM ops, standard ONNX nodes
     for module in list(plain.modules()):  # a list: removing parametrizations edits the module tree
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
@@ -113,16 +112,15 @@ class OnnxRuntimeModule(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
         self.fallback = fallback
         self.min_length = min_length
-        self.time_major = False
 
     @property
     def layers(self) -> nn.ModuleList:
         return self.fallback.layers
 
-    def forward(self, x: torch.Tensor, max_items: int | None = None) -> torch.Tensor:
-        """`max_items` is the PyTorch modules' memory bound; onnxruntime runs the whole batch in one session call."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Runs the whole batch in one session call (short inputs and autograd on ``fallback``)."""
         if x.shape[-1] < self.min_length or (torch.is_grad_enabled() and x.requires_grad):
-            return self.fallback(x, max_items)
+            return self.fallback(x)
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         out = self.session.run(None, {self.input_name: array})[0]
         return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
