@@ -11,7 +11,7 @@ import torch
 
 from encodec_hf import EncodecConfig, EncodecModel
 from encodec_hf.errors import EncodecInputError, SamplingRateError
-from encodec_hf.streaming.streams import (
+from encodec_hf.streaming import (
     CodesFileError,
     decode_file,
     encode_file,
