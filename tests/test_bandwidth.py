@@ -24,7 +24,7 @@ def test_rule():
         with pytest.raises(TypeError, match="bandwidth must be a number"):
             config.resolve_bandwidth(wrong)
     # transformers' helper keeps its own meaning: None there is every codebook.
-    assert config.num_quantizers_for_bandwidth(None) == config.num_quantizers == 32
+    assert config.num_quantizers_for_bandwidth(None) == config.num_quantizers == 16
 
 
 def test_every_entry_point_defaults_to_the_lowest():
