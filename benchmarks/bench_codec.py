@@ -1,7 +1,7 @@
 """Side-by-side CPU benchmark of encodec_hf against transformers' EncodecModel.
 
 Both models get the same random full-size weights (one ``save_pretrained`` folder loaded by each), the same
-real audio (``/work/shared/audio`` clips tiled or cut to the wanted duration) and run in the same process,
+real audio (the ``tests/data`` clips tiled or cut to the wanted duration) and run in the same process,
 alternating call by call, under ``torch.inference_mode`` with a warm-up and several repeats (median reported).
 
 Usage::
@@ -49,7 +49,7 @@ from encodec_hf import EncodecConfig, EncodecModel  # noqa: E402
 
 logger = logging.getLogger("bench_codec")
 
-AUDIO_DIR = Path(os.environ.get("ENCODEC_BENCH_AUDIO", "/work/shared/audio"))
+AUDIO_DIR = Path(os.environ.get("ENCODEC_BENCH_AUDIO", Path(__file__).resolve().parents[1] / "tests" / "data"))
 # GFLOP per second of audio (encode, decode), from the performance issue.
 GFLOP_PER_AUDIO_SECOND = {"24khz": (2.5, 2.35), "48khz": (4.9, 5.2)}
 BANDWIDTH = 6.0

@@ -7,42 +7,42 @@ path a user takes with a Hub checkpoint.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import soundfile as sf
 import torch
 import transformers
 
 from encodec_hf import EncodecConfig, EncodecModel
 
 CONFIG_FIELDS = set(transformers.EncodecConfig().to_dict())
+# Real clips shipped with the tests (origin in tests/data/README.md).
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+# The size of tiny_config: hop 8, up to 4 codebooks of 64 (6 bits at 1000 frames/s for 6, 12, 24 kbps).
+TINY_FIELDS = dict(
+    num_filters=4,
+    hidden_size=8,
+    codebook_dim=8,
+    upsampling_ratios=[4, 2],
+    num_lstm_layers=1,
+    codebook_size=64,
+    sampling_rate=8000,
+    target_bandwidths=[6.0, 12.0, 24.0],
+)
 
 
 def tiny_config(**overrides) -> EncodecConfig:
     """A causal 24 kHz-like model small enough for property tests (hop 8, up to 4 codebooks of 64)."""
-    base = dict(
-        num_filters=4,
-        hidden_size=8,
-        codebook_dim=8,
-        upsampling_ratios=[4, 2],
-        num_lstm_layers=1,
-        codebook_size=64,
-        sampling_rate=8000,
-        target_bandwidths=[6.0, 12.0, 24.0],  # 1, 2, 4 codebooks of 6 bits at 1000 frames/s
-    )
-    base.update(overrides)
-    return EncodecConfig(**base)
+    return EncodecConfig(**{**TINY_FIELDS, **overrides})
 
 
 def tiny_chunked_config(**overrides) -> EncodecConfig:
-    """A 48 kHz-like stereo model: non-causal, time group norm, 0.1 s chunks with 10 % overlap."""
-    chunked = dict(
-        audio_channels=2,
-        normalize=True,
-        chunk_length_s=0.1,
-        overlap=0.1,
-        norm_type="time_group_norm",
-        use_causal_conv=False,
-    )
-    return tiny_config(**{**chunked, **overrides})
+    """The 48 kHz preset's structure (stereo, normalised, non-causal, time group norm) at tiny_config's size, with
+    0.1 s chunks and 10 % overlap."""
+    return EncodecConfig.encodec_48khz(**{**TINY_FIELDS, "chunk_length_s": 0.1, "overlap": 0.1, **overrides})
 
 
 def reference_from_config(config: EncodecConfig, seed: int = 0) -> transformers.EncodecModel:
@@ -113,3 +113,17 @@ def audio(batch: int, channels: int, length: int, seed: int = 0) -> torch.Tensor
     t = torch.arange(length) / 1000.0
     x = 0.1 * torch.randn(batch, channels, length, generator=g) + 0.3 * torch.sin(2 * torch.pi * 3 * t)
     return x.clamp(-1, 1)
+
+
+@pytest.fixture(scope="session")
+def real_clip():
+    """Factory: (file name in tests/data, frames=None) -> (audio `[C, T]` float32, sampling rate).
+
+    ``test_24k.wav`` (24 kHz mono, 20 s) and ``test_48k.wav`` (48 kHz stereo, 15 s) from Meta's encodec repository.
+    """
+
+    def load(name: str, frames: int | None = None) -> tuple[torch.Tensor, int]:
+        data, rate = sf.read(DATA_DIR / name, dtype="float32", frames=-1 if frames is None else frames, always_2d=True)
+        return torch.from_numpy(data.T.copy()), rate
+
+    return load

@@ -7,39 +7,24 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from conftest import TINY_FIELDS
 
 from encodec_hf import EncodecConfig, EncodecModel
 
-# Tiny, fast configs that keep the three structural families of the real checkpoints:
-# causal unchunked (24 kHz), chunked + normalised stereo non-causal (48 kHz), non-causal unchunked (32 kHz).
-_SMALL = dict(
-    sampling_rate=8000,
-    upsampling_ratios=[4, 4],
-    num_filters=4,
-    hidden_size=8,
-    codebook_size=16,
-    target_bandwidths=[2.0, 4.0, 8.0],
-    num_lstm_layers=1,
-)
+# Tiny, fast configs that keep the three structural families of the real checkpoints: causal unchunked (24 kHz),
+# chunked + normalised stereo non-causal (48 kHz, its preset), non-causal unchunked (32 kHz). Hop 16, 16 codes.
+_SMALL = dict(TINY_FIELDS, upsampling_ratios=[4, 4], codebook_size=16, target_bandwidths=[2.0, 4.0, 8.0])
 TINY = {
-    "mono": dict(_SMALL),
-    "stereo": dict(
-        _SMALL,
-        audio_channels=2,
-        normalize=True,
-        chunk_length_s=0.1,
-        overlap=0.01,
-        norm_type="time_group_norm",
-        use_causal_conv=False,
-    ),
-    "noncausal": dict(_SMALL, use_causal_conv=False),
+    "mono": lambda: EncodecConfig(**_SMALL),
+    "stereo": lambda: EncodecConfig.encodec_48khz(**_SMALL, chunk_length_s=0.1),  # the preset's 1 % overlap
+    "noncausal": lambda: EncodecConfig(**_SMALL, use_causal_conv=False),
 }
 
 
 def tiny_model(kind: str = "mono", seed: int = 0):
     """Random tiny model whose codebooks are spread over the encoder's output range (diverse codes)."""
     torch.manual_seed(seed)
-    config = EncodecConfig(**TINY[kind])
+    config = TINY[kind]()
     model = EncodecModel(config).eval()
     with torch.no_grad():
         # Seed each codebook with residual vectors of real encoder outputs (k-means-like init), so that

@@ -9,9 +9,10 @@ import soundfile as sf
 import torch
 from reference_encodec import ConvertedPair
 
-from encodec_hf import cli
+from encodec_hf import cli, errors
 from encodec_hf.audio_io import convert_audio, load_audio
 from encodec_hf.ecdc import container as ecdc
+from encodec_hf.integrations import hub
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +143,59 @@ def test_delegated_subcommands_are_wired(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert f"encodec-hf {command}" in capsys.readouterr().out
+
+
+def _failing_load_model(exc: Exception):
+    def load_model(*args, **kwargs):
+        raise exc
+
+    return load_model
+
+
+@pytest.mark.parametrize("exc", [ValueError("bug: bad stride"), TypeError("bug: None"), RuntimeError("bug: shape")])
+def test_internal_failure_is_not_reported_as_bad_input(wav, tmp_path, capsys, monkeypatch, exc):
+    """A bug (even a plain ValueError) is an internal error: its own exit status and wording, traceback on -v."""
+    monkeypatch.setattr(hub, "load_model", _failing_load_model(exc))
+    args = ["compress", str(wav), str(tmp_path / "o.ecdc")]
+    assert cli.main(args) == cli.EXIT_INTERNAL_ERROR
+    err = capsys.readouterr().err
+    assert "internal error" in err and f"{type(exc).__name__}: {exc}" in err and "please report" in err
+    assert "Traceback" not in err and "-v / --verbose" in err
+    for verbose in (["-v", *args], [*args, "--verbose"]):  # before or after the subcommand
+        assert cli.main(verbose) == cli.EXIT_INTERNAL_ERROR
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and "load_model" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        errors.CheckpointMismatchError("weights do not fit config.json"),
+        errors.MissingLMError("no LM weights in the folder"),
+        errors.UnsupportedBandwidthError("Select one of 1.5, 3"),
+        FileNotFoundError("model folder /nope does not exist"),
+    ],
+)
+def test_documented_user_errors_print_one_error_line(wav, tmp_path, capsys, monkeypatch, exc):
+    monkeypatch.setattr(hub, "load_model", _failing_load_model(exc))
+    assert cli.main(["-v", "compress", str(wav), str(tmp_path / "o.ecdc")]) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {exc}"  # no traceback, even with -v: the message names the problem
+
+
+def test_front_end_internal_failure(monkeypatch, capsys):
+    def broken(args):
+        raise KeyError("bug")
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "serve", cli.Subcommand("serve", lambda p: p.add_argument("--port"), broken))
+    assert cli.main(["serve", "--port", "0"]) == cli.EXIT_INTERNAL_ERROR
+    assert "internal error: KeyError" in capsys.readouterr().err
+    assert cli.main(["-v", "serve"]) == cli.EXIT_INTERNAL_ERROR
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_unreadable_audio_is_a_documented_user_error(tmp_path):
+    (tmp_path / "text.wav").write_text("not audio")
+    with pytest.raises(errors.AudioFileError, match="Cannot read"):
+        load_audio(tmp_path / "text.wav")

@@ -248,3 +248,34 @@ def test_serve_command_bad_model_path(tmp_path, capsys):
 
     assert main(["serve", "--model", str(tmp_path / "nope"), "--port", "0"]) == 2
     assert "serve: error" in capsys.readouterr().err
+
+
+def test_http_internal_failure_is_500_with_logged_traceback(server, handler, clip, monkeypatch, caplog):
+    """A bug inside the handler is not the client's fault: 500, traceback in the log, and the server keeps serving
+    (a plain ValueError included, which a broad catch would have answered as a 400)."""
+    for bug in (ValueError("bug: negative stride"), TypeError("bug: None is not iterable"), RuntimeError("bug")):
+
+        def broken(*args, exc=bug, **kwargs):
+            raise exc
+
+        monkeypatch.setattr("encodec_hf.integrations.endpoint.encode_clips", broken)
+        caplog.clear()
+        with caplog.at_level("ERROR", logger="encodec_hf.integrations.endpoint"):
+            status, payload = _request(server, "POST", "/", clip, "audio/wav")
+        assert status == 500 and payload["status"] == 500
+        assert str(bug) not in payload["error"]  # internals stay in the log
+        records = [r for r in caplog.records if r.exc_info]
+        assert records and records[0].exc_info[1] is bug
+    monkeypatch.undo()
+    assert _request(server, "POST", "/", clip, "audio/wav")[0] == 200
+
+
+def test_http_documented_input_error_from_inside_the_handler_is_400(server, clip, monkeypatch):
+    from encodec_hf.errors import SamplingRateError
+
+    def refuse(*args, **kwargs):
+        raise SamplingRateError("Audio at 16000 Hz; this model takes 8000 Hz.")
+
+    monkeypatch.setattr("encodec_hf.integrations.endpoint.encode_clips", refuse)
+    status, payload = _request(server, "POST", "/", clip, "audio/wav")
+    assert status == 400 and "8000 Hz" in payload["error"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import audio, tiny_chunked_config, tiny_config
+from conftest import audio, random_model, tiny_chunked_config, tiny_config
 from safetensors.torch import load_file, save_file
 
 from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
@@ -229,7 +229,7 @@ def test_chunked_tiny_config_round_trips_through_transformers(saved_reference, t
     """A folder saved by encodec_hf loads in transformers with identical outputs (the other direction)."""
     import transformers
 
-    model = EncodecModel(tiny_chunked_config()).eval()
+    model = random_model(tiny_chunked_config())
     model.save_pretrained(tmp_path)
     theirs = transformers.EncodecModel.from_pretrained(tmp_path).eval()
     x = audio(1, 2, 1234)
@@ -237,3 +237,72 @@ def test_chunked_tiny_config_round_trips_through_transformers(saved_reference, t
         a = model.encode(x, bandwidth=12.0)
         b = theirs.encode(x, bandwidth=12.0)
     assert torch.equal(a.audio_codes, b.audio_codes)
+
+
+def _folder_with_config_change(saved_reference, tmp_path, change: dict) -> Path:
+    """The tiny reference checkpoint with its config.json edited (the weights left as they are)."""
+    _, folder = saved_reference("tiny")
+    shutil.copy(os.path.join(folder, "model.safetensors"), tmp_path / "model.safetensors")
+    config = json.loads(Path(folder, "config.json").read_text())
+    config.update(change)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def test_mismatch_error_says_how_to_load_anyway(saved_reference, tmp_path):
+    folder = _folder_with_config_change(saved_reference, tmp_path, {"target_bandwidths": [6.0, 12.0, 48.0]})
+    with pytest.raises(CheckpointMismatchError, match="output_loading_info=True"):
+        EncodecModel.from_pretrained(folder)
+
+
+def test_output_loading_info_reports_missing_keys_instead_of_raising(saved_reference, tmp_path):
+    """transformers' contract: the caller who asks for the report gets the model, fresh where the file is silent."""
+    reference, _ = saved_reference("tiny")
+    folder = _folder_with_config_change(saved_reference, tmp_path, {"target_bandwidths": [6.0, 12.0, 48.0]})
+    model, info = EncodecModel.from_pretrained(folder, output_loading_info=True)
+    stored = len(reference.quantizer.layers)
+    extra = range(stored, len(model.quantizer.layers))
+    assert len(extra) > 0
+    expected = {
+        f"quantizer.layers.{i}.codebook.{b}" for i in extra for b in ("inited", "cluster_size", "embed", "embed_avg")
+    }
+    assert set(info["missing_keys"]) == expected
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    for i in range(stored):  # what the file holds is loaded ...
+        assert torch.equal(model.quantizer.layers[i].codebook.embed, reference.quantizer.layers[i].codebook.embed)
+    for i in extra:  # ... and what it lacks is a fresh, untrained codebook
+        codebook = model.quantizer.layers[i].codebook
+        assert not codebook.embed.any() and codebook.inited.item() == 0
+    assert torch.equal(model.encoder.layers[0].conv.weight, reference.encoder.layers[0].conv.weight)
+
+
+def test_output_loading_info_reports_unexpected_keys(saved_reference, tmp_path):
+    folder = _folder_with_config_change(saved_reference, tmp_path, {"use_conv_shortcut": False})
+    _, info = EncodecModel.from_pretrained(folder, output_loading_info=True)
+    assert info["unexpected_keys"] and all(".shortcut." in k for k in info["unexpected_keys"])
+    assert not info["missing_keys"]
+
+
+def test_ignore_mismatched_sizes_reports_them_instead_of_raising(saved_reference, tmp_path):
+    folder = _folder_with_config_change(saved_reference, tmp_path, {"codebook_size": 32})
+    with pytest.raises(CheckpointMismatchError):
+        EncodecModel.from_pretrained(folder)
+    model, info = EncodecModel.from_pretrained(folder, ignore_mismatched_sizes=True, output_loading_info=True)
+    mismatched = {str(entry[0] if isinstance(entry, tuple) else entry) for entry in info["mismatched_keys"]}
+    assert any("codebook.embed" in k for k in mismatched)
+    assert model.quantizer.layers[0].codebook.embed.shape == (32, model.config.codebook_dim)
+    assert EncodecModel.from_pretrained(folder, ignore_mismatched_sizes=True).config.codebook_size == 32
+
+
+def test_partial_state_dict_loads_what_it_has(saved_reference):
+    """``from_pretrained(None, config=..., state_dict=partial)``: given tensors loaded, the rest initialised."""
+    reference, folder = saved_reference("tiny")
+    full = reference.state_dict()
+    partial = {k: v for k, v in full.items() if k.startswith("quantizer.")}
+    config = EncodecConfig.from_pretrained(folder)
+    model = EncodecModel.from_pretrained(None, config=config, state_dict=partial)
+    ours = model.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in partial.items())
+    conv = model.encoder.layers[0].conv
+    assert conv.bias.any() and not torch.equal(conv.bias, reference.encoder.layers[0].conv.bias)
+    assert torch.isfinite(torch.cat([p.flatten() for p in model.parameters()])).all()

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import random_model
 
-from encodec_hf import EncodecConfig, EncodecModel
+from encodec_hf import EncodecConfig
 from encodec_hf.errors import EncodecInputError, SamplingRateError
 from encodec_hf.streaming import (
     CodesFileError,
@@ -24,17 +25,15 @@ SMALL = dict(upsampling_ratios=[4, 2], num_filters=4, hidden_size=16, codebook_s
 
 @pytest.fixture(scope="module")
 def causal():
-    torch.manual_seed(0)
-    return EncodecModel(EncodecConfig(sampling_rate=8000, target_bandwidths=[12.0, 24.0], **SMALL)).eval()
+    return random_model(EncodecConfig(sampling_rate=8000, target_bandwidths=[12.0, 24.0], **SMALL), seed=0)
 
 
 @pytest.fixture(scope="module")
 def chunked():
-    torch.manual_seed(1)
     config = EncodecConfig.encodec_48khz(
         sampling_rate=8000, target_bandwidths=[12.0, 24.0], chunk_length_s=0.1, overlap=0.1, **SMALL
     )
-    return EncodecModel(config).eval()
+    return random_model(config, seed=1)
 
 
 def _write(path, model, seconds: float, seed: int = 0) -> torch.Tensor:

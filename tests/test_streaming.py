@@ -6,8 +6,8 @@ import copy
 import itertools
 
 import pytest
-import soundfile as sf
 import torch
+from conftest import random_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,16 +29,14 @@ HYP = settings(max_examples=15, deadline=None, suppress_health_check=[HealthChec
 
 @pytest.fixture(scope="module")
 def causal():
-    torch.manual_seed(0)
-    return EncodecModel(EncodecConfig(target_bandwidths=[36.0, BW], **SMALL)).eval()
+    return random_model(EncodecConfig(target_bandwidths=[36.0, BW], **SMALL), seed=0)
 
 
 @pytest.fixture(scope="module")
 def chunked():
-    torch.manual_seed(1)
     # 10 ms chunks (480 samples) with 10 % overlap (stride 432): many chunks from short signals.
     config = EncodecConfig.encodec_48khz(target_bandwidths=[96.0, 192.0], chunk_length_s=0.01, overlap=0.1, **SMALL)
-    return EncodecModel(config).eval()
+    return random_model(config, seed=1)
 
 
 def _split(x: torch.Tensor, sizes) -> list[torch.Tensor]:
@@ -189,12 +187,11 @@ def test_decoder_roundtrip_of_streamed_codes_trimmed_to_input_length(causal):
 
 
 # ------------------------------------------------------------------------------------------- full-size 24 kHz
-def test_full_size_24khz_parity_on_real_audio():
-    torch.manual_seed(0)
-    model = EncodecModel(EncodecConfig.encodec_24khz()).eval()
-    audio, sr = sf.read("/work/shared/audio/test_24k.wav", dtype="float32", frames=24_000 + 101, always_2d=True)
+def test_full_size_24khz_parity_on_real_audio(real_clip):
+    model = random_model(EncodecConfig.encodec_24khz(), seed=0)
+    audio, sr = real_clip("test_24k.wav", frames=24_000 + 101)
     assert sr == 24_000
-    x = torch.from_numpy(audio.T[:1].copy())[None]
+    x = audio[None]
     codes, ready = _stream_codes(model, x, [1, 319, 320, 2000, 7, 5000], bandwidth=6.0)
     ref = _offline_codes(model, x, bandwidth=6.0)
     assert torch.equal(codes, ref) and ready == x.shape[-1] // 320
@@ -238,12 +235,11 @@ def test_chunk_stream_emits_chunks_as_soon_as_complete(chunked):
     assert first.shape[-1] == 432  # the overlap waits for the next chunk
 
 
-def test_full_size_48khz_chunk_parity_on_real_audio():
-    torch.manual_seed(0)
-    model = EncodecModel(EncodecConfig.encodec_48khz()).eval()
-    audio, sr = sf.read("/work/shared/audio/test_48k.wav", dtype="float32", frames=48_000 + 2_000, always_2d=True)
+def test_full_size_48khz_chunk_parity_on_real_audio(real_clip):
+    model = random_model(EncodecConfig.encodec_48khz(), seed=0)
+    audio, sr = real_clip("test_48k.wav", frames=48_000 + 2_000)
     assert sr == 48_000
-    x = torch.from_numpy(audio.T.copy())[None]
+    x = audio[None]
     enc = streaming_encoder(model, bandwidth=6.0)
     chunks = [c for b in _split(x, [4_800, 12_345]) for c in enc.push(b)] + enc.flush()
     with torch.no_grad():

@@ -42,7 +42,8 @@ def audio_info(source: AudioSource):
     """soundfile's ``info`` of an audio file or its bytes (format, rate, channels, frames), read from its header.
 
     Raises:
-        FileNotFoundError: a path that does not exist. AudioFileError: not audio that libsndfile reads.
+        FileNotFoundError: a path that does not exist.
+        AudioFileError: not audio that libsndfile reads (an `EncodecInputError`, so a `ValueError`).
     """
     import soundfile as sf
 
@@ -50,7 +51,7 @@ def audio_info(source: AudioSource):
     try:
         return sf.info(opened)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioFileError(f"Cannot read {name} as audio: {err}") from None
+        raise AudioFileError(f"Cannot read {name} as audio: {err}") from err
 
 
 def read_audio(source: AudioSource) -> tuple[torch.Tensor, int]:
@@ -61,7 +62,8 @@ def read_audio(source: AudioSource) -> tuple[torch.Tensor, int]:
     file writer all read audio through it (or :func:`iter_audio_blocks` for long files).
 
     Raises:
-        FileNotFoundError: a path that does not exist. AudioFileError: not audio that libsndfile reads.
+        FileNotFoundError: a path that does not exist.
+        AudioFileError: not audio that libsndfile reads (an `EncodecInputError`, so a `ValueError`).
     """
     import soundfile as sf
 
@@ -69,7 +71,7 @@ def read_audio(source: AudioSource) -> tuple[torch.Tensor, int]:
     try:
         data, sampling_rate = sf.read(opened, dtype="float32", always_2d=True)  # [T, C]
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioFileError(f"Cannot read {name} as audio: {err}") from None
+        raise AudioFileError(f"Cannot read {name} as audio: {err}") from err
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sampling_rate)
 
 

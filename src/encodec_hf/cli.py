@@ -8,7 +8,10 @@
 
 Every argument parser of the package lives here. Subcommands live in the `SUBCOMMANDS` table: a new one is one
 `Subcommand(help, add_arguments, run)` entry, so front-ends can grow without touching the others. Only this
-module prints; everything it calls reports through exceptions and logging.
+module prints; everything it calls reports through exceptions and logging. Exit status: 0 done, 1 user error
+(`error: <message>`: the package's `encodec_hf.errors` types, `CliError`, `OSError` for the files and models
+named), 2 malformed command line or (encode-dataset, serve) refused input, 70 internal error (a bug: one line,
+the traceback with `-v`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import contextlib
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,8 @@ from .files import atomic_path
 DEFAULT_MODEL = "facebook/encodec_24khz"
 HQ_MODEL = "facebook/encodec_48khz"
 PROGRESS_MIN_FRAMES = 750  # show a progress bar from 10 s of audio at 75 frames/s
+VERBOSE_FLAGS = ("-v", "--verbose")
+VERBOSE_HELP = "on an internal error, print its traceback"
 
 
 def _err(message: str) -> None:
@@ -277,15 +283,52 @@ def build_parser() -> argparse.ArgumentParser:
         description="EnCodec neural audio codec: .ecdc files compatible with Meta's `encodec` command. "
         "`encodec-hf IN [OUT]` picks compress or decompress from IN's suffix.",
     )
+    parser.add_argument(*VERBOSE_FLAGS, action="store_true", help=VERBOSE_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, sub in SUBCOMMANDS.items():
-        sub.add_arguments(subparsers.add_parser(name, help=sub.help, description=sub.help))
+        subparser = subparsers.add_parser(name, help=sub.help, description=sub.help)
+        sub.add_arguments(subparser)
+        # SUPPRESS: a subcommand's default must not overwrite `encodec-hf -v SUBCOMMAND`'s True.
+        subparser.add_argument(*VERBOSE_FLAGS, action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
+EXIT_USER_ERROR = 1  # bad input, a missing file, a refused overwrite: `error: <message>`
+EXIT_USAGE = 2  # argparse's status for a malformed command line
+EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug, reported with a traceback under -v
+
+
+def _report_failure(err: Exception, verbose: bool, input_path: Path | None = None) -> int:
+    """Prints a failure of a subcommand and returns the exit status.
+
+    User errors are the package's documented types (`encodec_hf.errors`, all of them), `CliError` and `OSError`
+    (files and models the user named: missing, unreadable, unreachable). Anything else is a bug and is not dressed
+    up as bad input: one "internal error" line, the traceback with -v / --verbose.
+    """
+    from . import errors
+
+    user_errors = (CliError, OSError, *(getattr(errors, name) for name in errors.__all__))
+    if isinstance(err, user_errors):
+        where = f"{input_path}: " if isinstance(err, errors.EcdcFormatError) and input_path else ""
+        _err(f"error: {where}{err}")
+        return EXIT_USER_ERROR
+    _err(f"internal error: {type(err).__name__}: {err}")
+    _err("This is a bug in encodec-hf, not a problem with your input: please report it with the traceback.")
+    if verbose:
+        traceback.print_exception(err, file=sys.stderr)
+    else:
+        _err("Run the same command with -v / --verbose to see the traceback.")
+    return EXIT_INTERNAL_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `encodec-hf` console script and `python -m encodec_hf`; returns the exit status."""
+    """Entry point of the `encodec-hf` console script and `python -m encodec_hf`; returns the exit status
+    (0 done, 1 user error, 2 malformed command line, 70 internal error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = False
+    while argv and argv[0] in VERBOSE_FLAGS:  # `encodec-hf -v SUBCOMMAND ...`
+        verbose = True
+        argv.pop(0)
     if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
         # The original's interface: the input's suffix chooses the direction.
         argv.insert(0, "decompress" if Path(argv[0]).suffix.lower() == ".ecdc" else "compress")
@@ -293,18 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
-    from .codec.errors import EcdcFormatError
-
+        return EXIT_USAGE
     try:
         return SUBCOMMANDS[args.command].run(args)
-    except CliError as err:
-        _err(str(err))
-    except EcdcFormatError as err:
-        _err(f"{args.input}: {err}")
-    except (ValueError, TypeError, OSError, RuntimeError) as err:
-        _err(f"error: {err}")
-    return 1
+    except Exception as err:
+        return _report_failure(err, verbose or getattr(args, "verbose", False), getattr(args, "input", None))
 
 
-__all__ = ["SUBCOMMANDS", "Subcommand", "atomic_output", "build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "CliError", "Subcommand", "atomic_output", "build_parser", "main"]

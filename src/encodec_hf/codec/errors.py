@@ -27,6 +27,10 @@ class EncodecInputError(ValueError):
     """Audio, codes or scales handed to the model are unusable (shape, dtype, values)."""
 
 
+class AudioFileError(EncodecInputError):
+    """An audio file cannot be read or decoded (not audio, a format libsndfile does not know, corrupt data)."""
+
+
 class UnsupportedBandwidthError(EncodecInputError):
     """The requested bandwidth is not one of ``config.target_bandwidths``."""
 
@@ -53,10 +57,6 @@ class StreamClosedError(RuntimeError):
 
 class MissingLMError(ValueError):
     """An ``.ecdc`` file needs the entropy-coding LM but the model folder or repository has no LM weights."""
-
-
-class AudioFileError(EncodecInputError):
-    """An audio file (or its bytes) cannot be read: not a format libsndfile knows, corrupt, or not audio."""
 
 
 class CodesFileError(ValueError):

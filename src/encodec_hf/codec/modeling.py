@@ -29,7 +29,6 @@ from transformers.utils import ModelOutput
 
 from .chunking import ChunkLayout, linear_overlap_add
 from .configuration import EncodecConfig
-from .conv import EncodecConv1d, EncodecConvTranspose1d
 from .errors import CheckpointMismatchError, EncodecInputError
 from .quantization import EncodecEuclideanCodebook, EncodecResidualVectorQuantizer
 from .seanet import EncodecDecoder, EncodecEncoder
@@ -95,11 +94,15 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (EncodecConv1d, EncodecConvTranspose1d)):
-            conv = module.conv
+        # transformers calls this on the modules that hold tensors themselves: the torch convs inside
+        # `EncodecConv1d`/`EncodecConvTranspose1d` (their weight-norm `original0/1` sit one level lower, in a
+        # `ParametrizationList` that is visited first and needs nothing of its own).
+        if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
+            conv = module
             weight_norm = hasattr(conv, "parametrizations")
             weight = conv.parametrizations.weight.original1 if weight_norm else conv.weight
-            init.kaiming_normal_(weight)
+            # torch's default conv init (`reset_parameters`), which the original model trains from.
+            init.kaiming_uniform_(weight, a=math.sqrt(5))
             if weight_norm:
                 # g = ||v|| so that the initial weight equals v, as torch's weight_norm does when applied.
                 init.copy_(conv.parametrizations.weight.original0, torch.norm_except_dim(weight, 2, 0))
@@ -113,11 +116,30 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
             for param in module.parameters():
                 init.uniform_(param, -bound, bound)
         elif isinstance(module, EncodecEuclideanCodebook):
-            # Random (not zero) codebooks, so a freshly built model produces distinct, meaningful codes.
-            init.normal_(module.embed)
-            init.copy_(module.embed_avg, module.embed)
-            init.ones_(module.cluster_size)
-            init.ones_(module.inited)
+            # The untrained state of `EncodecEuclideanCodebook.__init__` (zeros, not yet k-means initialised), so
+            # `init_weights()` on the meta device gives what `__init__` gives, as transformers' model does.
+            init.zeros_(module.embed)
+            init.zeros_(module.embed_avg)
+            init.zeros_(module.cluster_size)
+            init.zeros_(module.inited)
+
+
+def _refuse_mismatch(source, info: dict) -> None:
+    """Raises `CheckpointMismatchError` naming the keys of transformers' loading report, if it lists any."""
+    problems = {
+        "missing": sorted(info.get("missing_keys", [])),
+        "unexpected": sorted(info.get("unexpected_keys", [])),
+        "mis-shaped": sorted(str(k) for k in info.get("mismatched_keys", [])),
+    }
+    problems = {kind: keys for kind, keys in problems.items() if keys}
+    if problems:
+        details = "; ".join(f"{len(v)} {k} (e.g. {', '.join(v[:3])})" for k, v in problems.items())
+        raise CheckpointMismatchError(
+            f"The weights in {source!r} do not match its config.json: {details}. "
+            "Check that config.json belongs to these weights (num_filters, upsampling_ratios, norm_type, "
+            "use_conv_shortcut, target_bandwidths and codebook_size decide which tensors exist). "
+            "To load them anyway and inspect the differences, pass output_loading_info=True."
+        )
 
 
 class EncodecModel(EncodecPreTrainedModel):
@@ -190,11 +212,19 @@ class EncodecModel(EncodecPreTrainedModel):
         """Loads a Hub repo id or local folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
 
         Both weight-norm key layouts load: the legacy ``weight_g``/``weight_v`` of the Hub files and the
-        ``parametrizations.weight.original0/1`` names of newer saves. Unlike transformers, a checkpoint whose
-        tensors do not match its config (missing, unexpected or mis-shaped) raises
+        ``parametrizations.weight.original0/1`` names of newer saves. By default a checkpoint whose tensors do not
+        match its config (missing, unexpected or mis-shaped) raises
         :class:`~encodec_hf.errors.CheckpointMismatchError` instead of leaving random weights in the model.
+
+        A caller who asks for the loading report (``output_loading_info=True``) or passes the weights itself
+        (``state_dict=...``, possibly partial) gets transformers' contract instead: tensors the checkpoint lacks
+        are initialised as in a fresh model (codebooks included, see `_init_weights`), and the report lists the
+        missing, unexpected and mis-shaped keys. Shapes that cannot be loaded still raise.
         """
         want_info = kwargs.pop("output_loading_info", False)
+        # Asking for the report, passing the weights or ignoring mis-shaped tensors opts into transformers' lenient
+        # loading; everything else is refused when it does not fit.
+        strict = not (want_info or "state_dict" in kwargs or kwargs.get("ignore_mismatched_sizes"))
         try:
             model, info = super().from_pretrained(
                 pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
@@ -205,19 +235,8 @@ class EncodecModel(EncodecPreTrainedModel):
                     f"The weights in {pretrained_model_name_or_path!r} do not fit its config.json: {err}"
                 ) from err
             raise
-        problems = {
-            "missing": sorted(info.get("missing_keys", [])),
-            "unexpected": sorted(info.get("unexpected_keys", [])),
-            "mis-shaped": sorted(str(k) for k in info.get("mismatched_keys", [])),
-        }
-        problems = {kind: keys for kind, keys in problems.items() if keys}
-        if problems:
-            details = "; ".join(f"{len(v)} {k} (e.g. {', '.join(v[:3])})" for k, v in problems.items())
-            raise CheckpointMismatchError(
-                f"The weights in {pretrained_model_name_or_path!r} do not match its config.json: {details}. "
-                "Check that config.json belongs to these weights (num_filters, upsampling_ratios, norm_type, "
-                "use_conv_shortcut, target_bandwidths and codebook_size decide which tensors exist)."
-            )
+        if strict:
+            _refuse_mismatch(pretrained_model_name_or_path, info)
         return (model, info) if want_info else model
 
     # ------------------------------------------------------------------ helpers

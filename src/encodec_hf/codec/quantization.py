@@ -14,12 +14,18 @@ from torch import nn
 
 
 class EncodecEuclideanCodebook(nn.Module):
-    """One codebook: ``embed`` `[K, D]` plus the EMA training buffers kept for checkpoint compatibility."""
+    """One codebook: ``embed`` `[K, D]` plus the EMA training buffers kept for checkpoint compatibility.
+
+    A fresh codebook is the original's before training: all zeros with ``inited`` 0, because the original fills
+    it by k-means on the first training batch. A fresh model therefore gives code 0 everywhere until its codebooks
+    are trained or loaded. `EncodecPreTrainedModel._init_weights` writes the same values, so a model built
+    directly and one built on the meta device and initialised by ``init_weights()`` agree.
+    """
 
     def __init__(self, codebook_size: int, codebook_dim: int) -> None:
         super().__init__()
         self.codebook_size = codebook_size
-        self.inited = nn.Buffer(torch.ones(1))
+        self.inited = nn.Buffer(torch.zeros(1))
         self.cluster_size = nn.Buffer(torch.zeros(codebook_size))
         self.embed = nn.Buffer(torch.zeros(codebook_size, codebook_dim))
         self.embed_avg = nn.Buffer(torch.zeros(codebook_size, codebook_dim))

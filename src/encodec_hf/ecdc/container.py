@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..codec.chunking import ChunkLayout, ClipCodes
-from ..errors import EcdcFormatError, MissingLMError
+from ..errors import EcdcFormatError, EncodecInputError, MissingLMError
 from ..integrations.hub import load_model
 from .arithmetic_coding import ArithmeticDecoder, ArithmeticEncoder
 from .bitpacking import pack, packed_size, unpack
@@ -127,7 +127,7 @@ def ecdc_model_name(config) -> str:
         (48_000, 2, 1024, (8, 5, 4, 2)): "encodec_48khz",
     }.get(signature)
     if inferred is None:
-        raise ValueError(
+        raise EncodecInputError(
             f"This model ({config.sampling_rate} Hz, {config.audio_channels} channel(s)) has no .ecdc name: the "
             f"format only knows {', '.join(ECDC_MODEL_NAMES)}. Set config.ecdc_model_name if it is one of them."
         )
@@ -173,7 +173,7 @@ def _lm_for(lm: EncodecLM, config, num_codebooks: int) -> EncodecLM:
     expected = (config.num_quantizers, config.codebook_size, int(3.5 * config.frame_rate))
     found = (lm.config.num_codebooks, lm.config.codebook_size, lm.config.past_context)
     if found != expected or num_codebooks > found[0]:
-        raise ValueError(
+        raise EncodecInputError(
             f"The LM (codebooks, size, past context) = {found} does not fit this codec, which needs {expected}: "
             "it belongs to another model."
         )
@@ -186,16 +186,16 @@ def _as_audio(audio, channels: int) -> torch.Tensor:
     if audio.dim() == 1:
         audio = audio[None]
     if audio.dim() != 2:
-        raise ValueError(f"audio must be [C, T] (or [T] for mono), got shape {tuple(audio.shape)}.")
+        raise EncodecInputError(f"audio must be [C, T] (or [T] for mono), got shape {tuple(audio.shape)}.")
     if not audio.is_floating_point():
         raise TypeError(f"audio must be floating point in [-1, 1], got {audio.dtype}.")
     if audio.shape[0] != channels:
-        raise ValueError(
+        raise EncodecInputError(
             f"The model takes {channels} channel(s), the audio has {audio.shape[0]}: convert it first "
             "(encodec_hf.audio_io.convert_audio)."
         )
     if audio.shape[1] == 0:
-        raise ValueError("Cannot compress empty audio (0 samples).")
+        raise EncodecInputError("Cannot compress empty audio (0 samples).")
     return audio.to(torch.float32)
 
 

@@ -18,8 +18,10 @@ gives `{"audio": <base64 WAV, float32>, "sampling_rate", "num_samples"}`; `round
 Everything happens in memory: nothing is written to disk.
 
 Bad requests raise `EndpointRequestError` carrying the HTTP status to answer with (400 malformed,
-413 too long or too large, 415 unsupported format); `serve()` turns it into a JSON error reply. The command
-line `encodec-hf serve` (in `cli.py`) runs `serve()` on a local port.
+413 too long or too large, 415 unsupported format); `serve()` turns it into a JSON error reply. Only those and the
+package's other documented input errors (`encodec_hf.errors.EncodecInputError`) get a 4xx: any other exception is
+a bug, answered with 500 and its traceback logged (logger `encodec_hf.integrations.endpoint`).
+The command line `encodec-hf serve` (in `cli.py`) runs `serve()` on a local port.
 """
 
 from __future__ import annotations
@@ -323,10 +325,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             result = self.server.endpoint(data)
         except EndpointRequestError as err:
             self._error(err.status, str(err))
-        except (EncodecInputError, ValueError, TypeError) as err:
+        except EncodecInputError as err:  # the package's documented bad-input errors (encodec_hf.errors)
             self._error(HTTPStatus.BAD_REQUEST, str(err))
-        except Exception:  # a bug, not a bad request: keep serving, log the traceback
-            logger.exception("Request failed")
+        except Exception:  # anything else is a bug, not a bad request: log the traceback, keep serving
+            logger.exception("Internal error while serving %s %s", self.command, self.path)
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "Internal error while processing the request.")
         else:
             self._reply(HTTPStatus.OK, result)
