@@ -1,4 +1,4 @@
-"""Peak memory (RSS) of long-file encoding and decoding through ``encodec_hf.streaming.streams``.
+"""Peak memory (RSS) of long-file encoding and decoding through ``encodec_hf.streaming``.
 
 For each model (full-size 24 kHz and 48 kHz configs, random weights) and each duration, this script
 
@@ -75,7 +75,7 @@ def worker(task: str, name: str, src: str, dst: str) -> None:
     import torch
 
     from encodec_hf import EncodecModel
-    from encodec_hf.streaming.streams import decode_file, encode_file
+    from encodec_hf.streaming import decode_file, encode_file
 
     torch.manual_seed(0)
     model = EncodecModel(_config(name)).eval()

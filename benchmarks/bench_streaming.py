@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
 
 from encodec_hf import EncodecConfig, EncodecModel  # noqa: E402
-from encodec_hf.streaming.streams import StreamingDecoder, StreamingEncoder  # noqa: E402
+from encodec_hf.streaming import StreamingDecoder, StreamingEncoder  # noqa: E402
 
 
 def main() -> None:

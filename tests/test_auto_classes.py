@@ -15,7 +15,6 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 import encodec_hf
 from encodec_hf.integrations.auto import is_registered
-from encodec_hf.integrations.clips import feature_extractor_for
 from tests.hf_fixtures import one_torch_thread, tiny_model
 
 
@@ -43,7 +42,7 @@ def repo_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("repo")
     model = tiny_model("mono")
     model.save_pretrained(folder)
-    feature_extractor_for(model.config).save_pretrained(folder)
+    encodec_hf.EncodecFeatureExtractor.for_config(model.config).save_pretrained(folder)
     return folder
 
 

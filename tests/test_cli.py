@@ -12,6 +12,7 @@ from reference_encodec import ConvertedPair
 from encodec_hf import cli, errors
 from encodec_hf.audio_io import convert_audio, load_audio
 from encodec_hf.ecdc import container as ecdc
+from encodec_hf.integrations import hub
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +155,7 @@ def _failing_load_model(exc: Exception):
 @pytest.mark.parametrize("exc", [ValueError("bug: bad stride"), TypeError("bug: None"), RuntimeError("bug: shape")])
 def test_internal_failure_is_not_reported_as_bad_input(wav, tmp_path, capsys, monkeypatch, exc):
     """A bug (even a plain ValueError) is an internal error: its own exit status and wording, traceback on -v."""
-    monkeypatch.setattr(ecdc, "load_model", _failing_load_model(exc))
+    monkeypatch.setattr(hub, "load_model", _failing_load_model(exc))
     args = ["compress", str(wav), str(tmp_path / "o.ecdc")]
     assert cli.main(args) == cli.EXIT_INTERNAL_ERROR
     err = capsys.readouterr().err
@@ -177,17 +178,17 @@ def test_internal_failure_is_not_reported_as_bad_input(wav, tmp_path, capsys, mo
     ],
 )
 def test_documented_user_errors_print_one_error_line(wav, tmp_path, capsys, monkeypatch, exc):
-    monkeypatch.setattr(ecdc, "load_model", _failing_load_model(exc))
+    monkeypatch.setattr(hub, "load_model", _failing_load_model(exc))
     assert cli.main(["-v", "compress", str(wav), str(tmp_path / "o.ecdc")]) == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert err.strip() == f"error: {exc}"  # no traceback, even with -v: the message names the problem
 
 
-def test_delegated_front_end_internal_failure(monkeypatch, capsys):
-    def broken(argv):
+def test_front_end_internal_failure(monkeypatch, capsys):
+    def broken(args):
         raise KeyError("bug")
 
-    monkeypatch.setitem(cli.DELEGATED, "serve", ("serve", broken))
+    monkeypatch.setitem(cli.SUBCOMMANDS, "serve", cli.Subcommand("serve", lambda p: p.add_argument("--port"), broken))
     assert cli.main(["serve", "--port", "0"]) == cli.EXIT_INTERNAL_ERROR
     assert "internal error: KeyError" in capsys.readouterr().err
     assert cli.main(["-v", "serve"]) == cli.EXIT_INTERNAL_ERROR

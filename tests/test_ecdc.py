@@ -125,7 +125,7 @@ def test_model_mismatch_missing_lm_and_bad_arguments(pairs, tmp_path):
         encodec_hf.compress(no_lm, _audio(p24, 0.05), use_lm=True)
     with pytest.raises(ValueError, match="belongs to another model"):
         encodec_hf.decompress(lm_file, model=p24.model, lm=p48.folder)
-    with pytest.raises(UnsupportedBandwidthError, match=r"choose one of \[3.0"):
+    with pytest.raises(UnsupportedBandwidthError, match=r"Select one of \[3.0"):
         encodec_hf.compress(p48.model, _audio(p48, 0.1), bandwidth=1.5)
     with pytest.raises(ValueError, match="takes 2 channel"):
         encodec_hf.compress(p48.model, _audio(p24, 0.1))

@@ -15,15 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import Audio, Dataset
 
+from encodec_hf import cli
+from encodec_hf.errors import EncodePlanMismatchError
 from encodec_hf.integrations import datasets as hf_datasets
-from encodec_hf.integrations.datasets import (
-    MANIFEST_FILE,
-    EncodePlanMismatchError,
-    encode_dataset_main,
-    load_encoded_shards,
-    run_encode_dataset,
-)
+from encodec_hf.integrations.encode_dataset import MANIFEST_FILE, load_encoded_shards, run_encode_dataset
 from tests.hf_fixtures import one_torch_thread, save_tiny_model, tiny_model, write_clips
+
+
+def _encode_dataset_command(argv: list[str]) -> int:
+    """`encodec-hf encode-dataset ARGV` in this process."""
+    return cli.main(["encode-dataset", *argv])
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -85,7 +86,7 @@ def _read_union(out: Path, fmt: str = "parquet") -> pa.Table:
 @pytest.fixture(scope="module")
 def single_run(workdir):
     out = workdir / "single"
-    assert encode_dataset_main(_args(workdir, out)) == 0
+    assert _encode_dataset_command(_args(workdir, out)) == 0
     return out
 
 
@@ -130,7 +131,8 @@ def test_two_process_torchrun_equals_single_process(workdir, single_run):
         "--master-addr=127.0.0.1",
         f"--master-port={port}",
         "-m",
-        "encodec_hf.integrations.datasets",
+        "encodec_hf",
+        "encode-dataset",
         *_args(workdir, out),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -167,7 +169,7 @@ def test_resume_after_crash_skips_finished_shards(workdir, single_run, monkeypat
         run_encode_dataset(ds, model, out, **kwargs)
     done = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert done == ["encode_plan.json", "shard-000000000-000000002.parquet", "shard-000000002-000000004.parquet"]
-    assert not [p for p in out.iterdir() if ".tmp-" in p.name]  # the interrupted shard left no partial file
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the interrupted shard left no partial file
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*")}
 
     calls.clear()
@@ -188,7 +190,7 @@ def test_resume_after_crash_skips_finished_shards(workdir, single_run, monkeypat
 def test_changed_arguments_are_refused(workdir, single_run, capsys):
     args = _args(workdir, single_run)
     args[args.index("--bandwidth") + 1] = "8"
-    assert encode_dataset_main(args) == 2
+    assert _encode_dataset_command(args) == 2
     err = capsys.readouterr().err
     assert "holds shards of a different run" in err and "bandwidth: 4.0 -> 8.0" in err
     with pytest.raises(EncodePlanMismatchError, match="new --output-dir"):
@@ -201,24 +203,24 @@ def test_arrow_format_and_parquet_source(workdir, single_run):
     out = workdir / "arrow"
     args = _args(workdir, out, "--format", "arrow")
     args[0] = str(workdir / "dataset.parquet")
-    assert encode_dataset_main(args) == 0
+    assert _encode_dataset_command(args) == 0
     assert _read_union(out, "arrow").to_pylist() == _read_union(single_run).to_pylist()
     assert load_encoded_shards(out)["row_index"] == list(range(len(SPECS)))
 
 
 def test_bad_arguments(workdir, tmp_path, capsys):
     args = _args(workdir, tmp_path / "o", "--audio-column", "speech")
-    assert encode_dataset_main(args) == 2
+    assert _encode_dataset_command(args) == 2
     assert "Audio column 'speech' not in dataset columns" in capsys.readouterr().err
     args = _args(workdir, tmp_path / "o2")
     args[args.index("--bandwidth") + 1] = "5"
-    assert encode_dataset_main(args) == 2
+    assert _encode_dataset_command(args) == 2
     assert "Select one of [2.0, 4.0, 8.0]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        encode_dataset_main(["x", "--model", "m", "--output-dir", "o", "--format", "csv"])
+        _encode_dataset_command(["x", "--model", "m", "--output-dir", "o", "--format", "csv"])
     with pytest.raises(FileNotFoundError, match="has not finished"):
         load_encoded_shards(tmp_path / "o2")
     missing = _args(workdir, tmp_path / "o3")
     missing[0] = str(tmp_path / "no_such_dataset")
-    assert encode_dataset_main(missing) == 2
+    assert _encode_dataset_command(missing) == 2
     assert "No dataset at" in capsys.readouterr().err

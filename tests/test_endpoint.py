@@ -19,7 +19,8 @@ import soundfile as sf
 import torch
 
 from encodec_hf.audio_io import resample
-from encodec_hf.integrations.clips import ClipCodes, decode_clip, encode_clips
+from encodec_hf.codec.chunking import ClipCodes
+from encodec_hf.integrations.datasets import decode_clip, encode_clips
 from encodec_hf.integrations.endpoint import EndpointHandler, EndpointRequestError, make_server, parse_request
 from tests.hf_fixtures import one_torch_thread, save_tiny_model, write_clips
 
@@ -115,7 +116,7 @@ def test_handler_encode_decode_roundtrip(handler, clip):
 def test_parse_request_errors_name_the_fix(handler):
     config = handler.config
     cases = [
-        ({"inputs": b"\x00garbage" * 10}, 400, "Could not read the audio"),
+        ({"inputs": b"\x00garbage" * 10}, 400, "Cannot read <bytes> as audio"),
         ({"inputs": "%%%"}, 400, "not valid base64"),
         ({"inputs": 3}, 400, "inputs must be audio bytes"),
         ({"parameters": {}}, 400, "no 'inputs'"),
@@ -166,7 +167,7 @@ def test_http_bad_requests_get_4xx_and_server_keeps_serving(server, clip):
     aiff = _wav_bytes(np.zeros((800, 2), dtype=np.float32), 8000, "AIFF")
     ogg = _wav_bytes(np.zeros((800, 2), dtype=np.float32), 8000, "OGG", "VORBIS")
     bad = [
-        (("POST", "/", os.urandom(512), "audio/wav"), 400, "Could not read the audio"),
+        (("POST", "/", os.urandom(512), "audio/wav"), 400, "Cannot read <bytes> as audio"),
         (("POST", "/", aiff, "audio/wav"), 415, "Unsupported audio format 'AIFF'"),
         (("POST", "/", ogg, "audio/ogg"), 415, "Unsupported Content-Type 'audio/ogg'"),
         (("POST", "/", ogg, "audio/wav"), 415, "Unsupported audio format 'OGG'"),
@@ -212,13 +213,13 @@ def test_http_bad_requests_get_4xx_and_server_keeps_serving(server, clip):
         assert _request(server, "GET", "/health")[0] == 200
 
 
-def test_serve_main_subprocess_writes_nothing(model_dir, clip, tmp_path):
-    """`python -m encodec_hf.integrations.endpoint` on 127.0.0.1:0, bad and good requests; cwd, TMPDIR stay empty."""
+def test_serve_command_subprocess_writes_nothing(model_dir, clip, tmp_path):
+    """`python -m encodec_hf serve` on 127.0.0.1:0, bad and good requests; cwd, TMPDIR stay empty."""
     workdir, tmpdir = tmp_path / "cwd", tmp_path / "tmp"
     workdir.mkdir()
     tmpdir.mkdir()
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"), TMPDIR=str(tmpdir), HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "encodec_hf.integrations.endpoint", "--model", str(model_dir), "--port", "0"]
+    cmd = [sys.executable, "-m", "encodec_hf", "serve", "--model", str(model_dir), "--port", "0"]
     proc = subprocess.Popen(
         [*cmd, "--max-duration-s", "1", "--device", "cpu"],
         cwd=workdir,
@@ -242,10 +243,10 @@ def test_serve_main_subprocess_writes_nothing(model_dir, clip, tmp_path):
     assert list(workdir.iterdir()) == [] and list(tmpdir.iterdir()) == []
 
 
-def test_serve_main_bad_model_path(tmp_path, capsys):
-    from encodec_hf.integrations.endpoint import serve_main
+def test_serve_command_bad_model_path(tmp_path, capsys):
+    from encodec_hf.cli import main
 
-    assert serve_main(["--model", str(tmp_path / "nope"), "--port", "0"]) == 2
+    assert main(["serve", "--model", str(tmp_path / "nope"), "--port", "0"]) == 2
     assert "serve: error" in capsys.readouterr().err
 
 

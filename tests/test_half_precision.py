@@ -12,7 +12,7 @@ import torch
 from conftest import audio, random_model, tiny_chunked_config, tiny_config
 
 from encodec_hf import EncodecModel
-from encodec_hf.streaming.streams import ChunkStreamingDecoder
+from encodec_hf.streaming import ChunkStreamingDecoder
 
 
 @pytest.mark.parametrize("cast", [lambda m: m.to(torch.bfloat16), lambda m: m.half()])

@@ -12,7 +12,7 @@ from conftest import random_model
 
 from encodec_hf import EncodecConfig
 from encodec_hf.errors import EncodecInputError, SamplingRateError
-from encodec_hf.streaming.streams import (
+from encodec_hf.streaming import (
     CodesFileError,
     decode_file,
     encode_file,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from encodec_hf import EncodecConfig, EncodecModel
 from encodec_hf.errors import EncodecInputError, StreamClosedError, StreamingNotSupportedError
-from encodec_hf.streaming.streams import (
+from encodec_hf.streaming import (
     ChunkStreamingDecoder,
     ChunkStreamingEncoder,
     StreamingDecoder,

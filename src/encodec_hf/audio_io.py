@@ -8,9 +8,12 @@ prepared here matches what the original command feeds its model up to float roun
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -21,22 +24,83 @@ from .errors import AudioFileError
 logger = logging.getLogger(__name__)
 
 
-def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
-    """Read any file soundfile reads (WAV, FLAC, OGG, ...) as float32 `[C, T]` in [-1, 1] and its rate.
+AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
+
+
+def _opened(source: AudioSource) -> tuple[str | BinaryIO, str]:
+    """What soundfile reads (a path or a file object) and how messages name it."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source)), "<bytes>"
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"Input file {os.fspath(source)} does not exist.")
+        return os.fspath(source), os.fspath(source)
+    return source, getattr(source, "name", "<file>")
+
+
+def audio_info(source: AudioSource):
+    """soundfile's ``info`` of an audio file or its bytes (format, rate, channels, frames), read from its header.
 
     Raises:
-        FileNotFoundError: `path` does not exist.
-        AudioFileError: soundfile cannot decode it (an `EncodecInputError`, so a `ValueError`).
+        FileNotFoundError: a path that does not exist.
+        AudioFileError: not audio that libsndfile reads (an `EncodecInputError`, so a `ValueError`).
     """
     import soundfile as sf
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Input file {path} does not exist.")
+    opened, name = _opened(source)
     try:
-        data, sampling_rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)  # [T, C]
+        return sf.info(opened)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioFileError(f"Cannot read {path} as audio: {err}") from err
+        raise AudioFileError(f"Cannot read {name} as audio: {err}") from err
+
+
+def read_audio(source: AudioSource) -> tuple[torch.Tensor, int]:
+    """Decodes an audio file, its bytes or a file object, every channel kept: float32 `[C, T]` in [-1, 1] and
+    its sampling rate. Anything libsndfile reads (WAV, FLAC, OGG, ...).
+
+    This is the package's one audio decoder: the command line, the datasets helpers, the endpoint and the codes
+    file writer all read audio through it (or :func:`iter_audio_blocks` for long files).
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        AudioFileError: not audio that libsndfile reads (an `EncodecInputError`, so a `ValueError`).
+    """
+    import soundfile as sf
+
+    opened, name = _opened(source)
+    try:
+        data, sampling_rate = sf.read(opened, dtype="float32", always_2d=True)  # [T, C]
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise AudioFileError(f"Cannot read {name} as audio: {err}") from err
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sampling_rate)
+
+
+def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+    """Reads an audio file as float32 `[C, T]` in [-1, 1] and its rate (:func:`read_audio` of a path)."""
+    return read_audio(path)
+
+
+def iter_audio_blocks(path: str | os.PathLike, block_size: int) -> tuple[object, Iterator[torch.Tensor]]:
+    """Opens an audio file for reading ``block_size`` samples at a time, in memory independent of its length.
+
+    Returns:
+        soundfile's info of the file (``samplerate``, ``channels``, ``frames``) and an iterator over float32
+        blocks `[C, n]` (n = ``block_size`` but for the last); the file closes when the iterator ends or is closed.
+    """
+    import soundfile as sf
+
+    info = audio_info(path)
+    sound = sf.SoundFile(os.fspath(path))
+
+    def blocks() -> Iterator[torch.Tensor]:
+        with sound:
+            while True:
+                data = sound.read(block_size, dtype="float32", always_2d=True)  # [n, C]
+                if not len(data):
+                    return
+                yield torch.from_numpy(np.ascontiguousarray(data.T))
+
+    return info, blocks()
 
 
 def save_audio(
@@ -109,4 +173,4 @@ def convert_audio(audio: torch.Tensor, sampling_rate: int, target_sr: int, targe
     return resample(audio, sampling_rate, target_sr)
 
 
-__all__ = ["convert_audio", "load_audio", "resample", "save_audio"]
+__all__ = ["audio_info", "convert_audio", "iter_audio_blocks", "load_audio", "read_audio", "resample", "save_audio"]

@@ -3,37 +3,36 @@
     encodec-hf compress IN [OUT.ecdc|OUT.wav] [-b BANDWIDTH] [--lm] [--model REPO_OR_DIR] [--device cpu|cuda] [-f]
     encodec-hf decompress IN.ecdc [OUT.wav] [--model REPO_OR_DIR] [--device cpu|cuda] [-f] [-r]
     encodec-hf IN [OUT]          # picks by suffix: .ecdc in -> decompress, anything else -> compress
-    encodec-hf encode-dataset ...   # see encodec_hf.integrations.datasets
-    encodec-hf serve ...            # see encodec_hf.integrations.endpoint
+    encodec-hf encode-dataset DATASET --model M --output-dir D ...  # encodec_hf.integrations.encode_dataset
+    encodec-hf serve --model M [--host H] [--port P] ...             # encodec_hf.integrations.endpoint
 
-Subcommands live in the `SUBCOMMANDS` table: a new one (e.g. `encode-dataset`, `serve`) is one
-`Subcommand(help, add_arguments, run)` entry, so front-ends can grow without touching the others.
-Only this module prints; everything it calls reports through exceptions and logging. Exit status: 0 done,
-1 user error (`error: <message>`: the package's `encodec_hf.errors` types, `CliError`, `OSError` for the files and
-models named), 2 malformed command line, 70 internal error (a bug: one line, the traceback with `-v`).
+Every argument parser of the package lives here. Subcommands live in the `SUBCOMMANDS` table: a new one is one
+`Subcommand(help, add_arguments, run)` entry, so front-ends can grow without touching the others. Only this
+module prints; everything it calls reports through exceptions and logging. Exit status: 0 done, 1 user error
+(`error: <message>`: the package's `encodec_hf.errors` types, `CliError`, `OSError` for the files and models
+named), 2 malformed command line or (encode-dataset, serve) refused input, 70 internal error (a bug: one line,
+the traceback with `-v`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
+import logging
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import CliError
+from .files import atomic_path
 
 DEFAULT_MODEL = "facebook/encodec_24khz"
 HQ_MODEL = "facebook/encodec_48khz"
 PROGRESS_MIN_FRAMES = 750  # show a progress bar from 10 s of audio at 75 frames/s
 VERBOSE_FLAGS = ("-v", "--verbose")
 VERBOSE_HELP = "on an internal error, print its traceback"
-
-
-class CliError(Exception):
-    """A user error found by the command line itself: printed as `error: ...`, exit status 1."""
 
 
 def _err(message: str) -> None:
@@ -47,14 +46,8 @@ def atomic_output(path: Path, force: bool) -> Iterator[Path]:
         raise CliError(f"Output file {path} exists. Use -f / --force to overwrite.")
     if not path.parent.is_dir():
         raise CliError(f"Output folder for {path} does not exist.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        yield tmp
 
 
 @contextlib.contextmanager
@@ -83,6 +76,8 @@ def _add_compress_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "output", type=Path, nargs="?", help="OUT.ecdc, or OUT.wav for a round trip (default: IN.ecdc)"
     )
+    # Meta's `encodec` command encodes at 6 kbps unless told otherwise; the library's default (the lowest target
+    # bandwidth, EncodecConfig.resolve_bandwidth) is transformers'. The command keeps Meta's and passes it.
     parser.add_argument("-b", "--bandwidth", type=float, default=6.0, help="target bandwidth in kbps (default 6)")
     parser.add_argument("-l", "--lm", action="store_true", help="entropy-code with the LM: smaller, much slower")
     parser.add_argument("-q", "--hq", action="store_true", help=f"use the 48 kHz stereo model ({HQ_MODEL})")
@@ -101,6 +96,8 @@ def run_compress(args: argparse.Namespace) -> int:
 
     from .audio_io import convert_audio, load_audio
     from .ecdc import container as ecdc
+    from .errors import UnsupportedBandwidthError
+    from .integrations.hub import load_model
 
     _check_input(args.input)
     output = args.output or args.input.with_suffix(".ecdc")
@@ -109,13 +106,15 @@ def run_compress(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CliError("--device cuda was asked for but CUDA is not available.")
     with atomic_output(output, args.force) as tmp:
-        model = ecdc.load_model(args.model or (HQ_MODEL if args.hq else DEFAULT_MODEL), args.device)
+        model = load_model(args.model or (HQ_MODEL if args.hq else DEFAULT_MODEL), args.device)
         config = model.config
-        if args.bandwidth not in config.target_bandwidths:
+        try:
+            config.resolve_bandwidth(args.bandwidth)
+        except UnsupportedBandwidthError:
             raise CliError(
                 f"Bandwidth {args.bandwidth:g} is not supported by the model {ecdc.ecdc_model_name(config)}; "
                 f"choose one of {', '.join(f'{b:g}' for b in config.target_bandwidths)}."
-            )
+            ) from None
         audio, sampling_rate = load_audio(args.input)
         if audio.shape[0] != config.audio_channels:
             _err(f"Converting {audio.shape[0]} channel(s) to {config.audio_channels}.")
@@ -154,6 +153,7 @@ def _save(tmp: Path, audio, sampling_rate: int, rescale: bool, output: Path) -> 
 
 def run_decompress(args: argparse.Namespace) -> int:
     from .ecdc import container as ecdc
+    from .integrations.hub import load_model
 
     _check_input(args.input)
     output = args.output or args.input.with_name(args.input.stem + "_decompressed.wav")
@@ -162,13 +162,96 @@ def run_decompress(args: argparse.Namespace) -> int:
     data = args.input.read_bytes()
     header, _ = ecdc.read_header(data)  # fail fast, before loading any model
     with atomic_output(output, args.force) as tmp:
-        model = ecdc.load_model(
-            args.model or ecdc.DEFAULT_MODEL_REPOS.get(header.model_name, DEFAULT_MODEL), args.device
-        )
+        model = load_model(args.model or ecdc.DEFAULT_MODEL_REPOS.get(header.model_name, DEFAULT_MODEL), args.device)
         frames = ecdc.total_frames(model, header.audio_length) if header.audio_length < 10**9 else 0
         with _progress(frames, "decompress") as progress:
             audio, sampling_rate = ecdc.decompress(data, model=model, progress=progress)
         _save(tmp, audio, sampling_rate, args.rescale, output)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- encode-dataset
+def _add_encode_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    from .integrations.encode_dataset import SHARD_FORMATS
+
+    parser.add_argument("dataset", help="Hub dataset id, a save_to_disk folder, or a Parquet/Arrow file or folder")
+    parser.add_argument("--model", required=True, help="EnCodec model id or local folder (save_pretrained)")
+    parser.add_argument("--output-dir", required=True, help="folder for the shards, the plan and the manifest")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--name", default=None, help="dataset configuration name")
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--audio-column", default="audio")
+    parser.add_argument("--bandwidth", type=float, default=None, help="kbps; default: the model's lowest")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--shard-size", type=int, default=1000, help="rows per shard file")
+    parser.add_argument("--format", choices=SHARD_FORMATS, default="parquet")
+    parser.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda:0")
+    parser.add_argument("--convert-channels", action="store_true", help="mix to mono / duplicate to stereo as needed")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run_encode_dataset(args: argparse.Namespace) -> int:
+    """`encodec-hf encode-dataset` (also under `torchrun -m encodec_hf encode-dataset`): exit 2 on bad input."""
+    from .errors import EncodecInputError, EncodePlanMismatchError
+    from .integrations.encode_dataset import encode_dataset
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        manifest = encode_dataset(
+            args.dataset,
+            args.model,
+            args.output_dir,
+            split=args.split,
+            name=args.name,
+            revision=args.revision,
+            audio_column=args.audio_column,
+            bandwidth=args.bandwidth,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            fmt=args.format,
+            device=args.device,
+            convert_channels=args.convert_channels,
+            progress=not args.no_progress,
+        )
+    except (EncodecInputError, EncodePlanMismatchError, KeyError, FileNotFoundError) as err:
+        print(f"encode-dataset: error: {err}", file=sys.stderr)
+        return 2
+    if manifest is not None:
+        print(f"Wrote {len(manifest['shards'])} shard(s) for {manifest['num_rows']} rows to {args.output_dir}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- serve
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from .integrations.endpoint import DEFAULT_MAX_BODY_BYTES
+
+    parser.add_argument("--model", required=True, help="model folder (save_pretrained / Hub repo snapshot) or id")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    parser.add_argument("--max-duration-s", type=float, default=None, help="longest audio accepted (seconds)")
+    parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """`encodec-hf serve`: the Inference Endpoints handler behind a local HTTP server, until interrupted."""
+    from .integrations.endpoint import EndpointHandler, make_server
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        endpoint = EndpointHandler(args.model, max_duration_s=args.max_duration_s, device=args.device)
+    except (OSError, ValueError) as err:
+        print(f"serve: error: {err}", file=sys.stderr)
+        return 2
+    server = make_server(endpoint, args.host, args.port, int(args.max_body_mb * 2**20))
+    host, port = server.server_address[:2]
+    print(f"Serving encodec_hf endpoint on http://{host}:{port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
 
 
@@ -183,25 +266,14 @@ class Subcommand:
 SUBCOMMANDS: dict[str, Subcommand] = {
     "compress": Subcommand("audio file -> .ecdc (or .wav round trip)", _add_compress_arguments, run_compress),
     "decompress": Subcommand(".ecdc -> audio file", _add_decompress_arguments, run_decompress),
-}
-
-
-def _encode_dataset(argv: list[str]) -> int:
-    from .integrations.datasets import encode_dataset_main
-
-    return encode_dataset_main(argv)
-
-
-def _serve(argv: list[str]) -> int:
-    from .integrations.endpoint import serve_main
-
-    return serve_main(argv)
-
-
-# Front-ends that own their argument parser: `encodec-hf NAME ...` hands them the rest of the command line.
-DELEGATED: dict[str, tuple[str, Callable[[list[str]], int]]] = {
-    "encode-dataset": ("tokenize a dataset into Parquet/Arrow shards (resumable, torchrun-ready)", _encode_dataset),
-    "serve": ("serve the Inference Endpoints handler over HTTP on localhost", _serve),
+    "encode-dataset": Subcommand(
+        "tokenize a dataset into Parquet/Arrow shards (resumable, torchrun-ready)",
+        _add_encode_dataset_arguments,
+        run_encode_dataset,
+    ),
+    "serve": Subcommand(
+        "serve the Inference Endpoints handler over HTTP on localhost", _add_serve_arguments, run_serve
+    ),
 }
 
 
@@ -218,8 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_arguments(subparser)
         # SUPPRESS: a subcommand's default must not overwrite `encodec-hf -v SUBCOMMAND`'s True.
         subparser.add_argument(*VERBOSE_FLAGS, action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
-    for name, (help_text, _) in DELEGATED.items():
-        subparsers.add_parser(name, help=help_text + f" (see `encodec-hf {name} --help`)", add_help=False)
     return parser
 
 
@@ -256,14 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     (0 done, 1 user error, 2 malformed command line, 70 internal error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = False
-    while argv and argv[0] in VERBOSE_FLAGS:  # `encodec-hf -v SUBCOMMAND ...`, delegated front-ends included
+    while argv and argv[0] in VERBOSE_FLAGS:  # `encodec-hf -v SUBCOMMAND ...`
         verbose = True
         argv.pop(0)
-    if argv and argv[0] in DELEGATED:
-        try:
-            return DELEGATED[argv[0]][1](argv[1:])
-        except Exception as err:  # the front-end reports its own user errors; what escapes is reported here
-            return _report_failure(err, verbose)
     if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
         # The original's interface: the input's suffix chooses the direction.
         argv.insert(0, "decompress" if Path(argv[0]).suffix.lower() == ".ecdc" else "compress")
@@ -278,4 +343,4 @@ def main(argv: list[str] | None = None) -> int:
         return _report_failure(err, verbose or getattr(args, "verbose", False), getattr(args, "input", None))
 
 
-__all__ = ["DELEGATED", "SUBCOMMANDS", "CliError", "Subcommand", "atomic_output", "build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "CliError", "Subcommand", "atomic_output", "build_parser", "main"]

@@ -15,7 +15,7 @@ import torch
 from huggingface_hub.utils import logging as hf_logging
 from transformers.utils import logging as transformers_logging
 
-from .audio_io import convert_audio
+from .audio_io import convert_audio, read_audio
 from .codec.modeling import EncodecModel
 
 BUNDLED_CLIP = Path(__file__).parent / "assets" / "speech_24k_4s.wav"
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if bandwidth is None:
         bandwidth = 6.0 if 6.0 in config.target_bandwidths else config.target_bandwidths[0]
 
-    audio, sampling_rate = sf.read(args.input, dtype="float32", always_2d=True)
-    audio = torch.from_numpy(audio.T.copy())  # [C, T]
+    audio, sampling_rate = read_audio(args.input)  # [C, T]
     audio = convert_audio(audio, sampling_rate, config.sampling_rate, config.audio_channels)
     duration = audio.shape[-1] / config.sampling_rate
 

@@ -12,28 +12,17 @@ from numbers import Real
 
 from transformers import PreTrainedConfig
 
+from .chunking import ChunkedAudioMixin
 from .errors import UnsupportedBandwidthError
 
 NORM_TYPES = ("weight_norm", "time_group_norm")
-
-
-def chunk_length_for(chunk_length_s: float | None, sampling_rate: int) -> int | None:
-    """Samples per chunk, or `None` when the whole input is one chunk."""
-    return None if chunk_length_s is None else int(chunk_length_s * sampling_rate)
-
-
-def chunk_stride_for(chunk_length_s: float | None, overlap: float | None, sampling_rate: int) -> int | None:
-    """Samples between chunk starts (chunk length minus the overlap), or `None`."""
-    if chunk_length_s is None or overlap is None:
-        return None
-    return max(1, int((1.0 - overlap) * chunk_length_for(chunk_length_s, sampling_rate)))
 
 
 PAD_MODES = ("reflect", "constant", "replicate", "circular")
 
 
 @dataclass(repr=False)
-class EncodecConfig(PreTrainedConfig):
+class EncodecConfig(ChunkedAudioMixin, PreTrainedConfig):
     r"""Configuration of an [`EncodecModel`].
 
     Args:
@@ -134,17 +123,8 @@ class EncodecConfig(PreTrainedConfig):
                 f"({self.frame_rate * self.codebook_nbits / 1000} kbps at this frame rate)."
             )
 
-    # Derived values are properties so that changing chunk_length_s on the fly stays consistent.
-    @property
-    def chunk_length(self) -> int | None:
-        """Samples per chunk, or `None` when the whole input is one chunk."""
-        return chunk_length_for(self.chunk_length_s, self.sampling_rate)
-
-    @property
-    def chunk_stride(self) -> int | None:
-        """Samples between chunk starts (chunk_length minus the overlap), or `None`."""
-        return chunk_stride_for(self.chunk_length_s, self.overlap, self.sampling_rate)
-
+    # Derived values are properties so that changing a field on the fly stays consistent (chunk_length and
+    # chunk_stride come from ChunkedAudioMixin).
     @property
     def hop_length(self) -> int:
         """Samples per latent frame (product of the strides)."""
@@ -171,14 +151,22 @@ class EncodecConfig(PreTrainedConfig):
         bits_per_codebook_per_s = self.codebook_nbits * self.frame_rate
         return max(1, int(math.floor(bandwidth * 1000 / bits_per_codebook_per_s)))
 
-    def check_bandwidth(self, bandwidth) -> float | None:
-        """Validates a bandwidth in kbps against `target_bandwidths`; `None` stays `None` (the caller's default).
+    def resolve_bandwidth(self, bandwidth) -> float:
+        """The bandwidth rule, for every entry point: a bandwidth in kbps, or `None` for the default.
+
+        The default is the lowest of ``target_bandwidths``, as in transformers' ``EncodecModel.encode``; every
+        encodec_hf entry point that takes ``bandwidth=None`` (``model.encode``, the streams, ``encode_file``,
+        ``compress``, the datasets helpers, the endpoint) means this. Only the ``encodec-hf`` command line has
+        its own default, Meta's ``encodec`` command's ``-b 6``, which it passes explicitly.
+
+        Returns:
+            `float`: the bandwidth to encode at, one of ``target_bandwidths``.
 
         Raises:
-            TypeError: not a number. UnsupportedBandwidthError: not one of `target_bandwidths`.
+            TypeError: not a number. UnsupportedBandwidthError: not one of ``target_bandwidths``.
         """
         if bandwidth is None:
-            return None
+            return self.target_bandwidths[0]
         if isinstance(bandwidth, bool) or not isinstance(bandwidth, Real):
             raise TypeError(f"bandwidth must be a number in kbps, one of {self.target_bandwidths}; got {bandwidth!r}.")
         if float(bandwidth) not in self.target_bandwidths:

@@ -161,3 +161,159 @@ class EncodecConvTranspose1d(_NormConv):
         y = self.conv_forward(x)
         left, right = self.trims()
         return y[..., left : y.shape[-1] - right]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Streaming steps (used by ``encodec_hf.streaming``): the convolutions run incrementally from explicit state.
+# Each ``*_step`` takes the new inputs `[B, C, n]` (n may be 0) and returns the outputs that are final; each
+# ``*_flush`` ends the stream and returns what is left, exactly as the offline ``forward`` ends. The states are
+# plain dataclasses outside the modules, so streams can be copied (``copy.deepcopy``) and run side by side.
+# The imports sit here so that this section stays separate from the layers above.
+# ---------------------------------------------------------------------------------------------------------------
+from dataclasses import dataclass  # noqa: E402
+
+from .errors import StreamingNotSupportedError  # noqa: E402
+
+
+def time_cat(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+    """``a`` then ``b`` along time (`[..., n]`); skips empty pieces so nothing is copied needlessly."""
+    if a is None or a.shape[-1] == 0:
+        return b
+    if b.shape[-1] == 0:
+        return a
+    return torch.cat([a, b], dim=-1)
+
+
+def check_streamable_conv(layer: EncodecConv1d | EncodecConvTranspose1d, where: str) -> None:
+    """Raises StreamingNotSupportedError unless ``layer`` can run incrementally with the offline results."""
+    if not layer.causal:
+        raise StreamingNotSupportedError(
+            f"{where} has non-causal (centred) convolutions, which need future samples; frame-by-frame "
+            "streaming needs a causal model (use_causal_conv=True, e.g. encodec_24khz). Chunked models stream "
+            "per chunk with ChunkStreamingEncoder / ChunkStreamingDecoder."
+        )
+    if layer.norm_type == "time_group_norm":
+        raise StreamingNotSupportedError(
+            f"{where} uses time_group_norm, whose statistics span the whole input; it cannot stream frame by frame."
+        )
+    if isinstance(layer, EncodecConv1d):
+        if layer.pad_mode == "circular":
+            raise StreamingNotSupportedError("circular padding wraps the end of the signal; it cannot stream.")
+        if layer.stride > 1 and layer.padding_total < layer.stride:
+            # The right reflect padding at flush must read only kept samples: needs k_eff >= 2 * stride.
+            raise StreamingNotSupportedError(
+                f"{where}: a conv with kernel {layer.kernel_size} < 2 x stride {layer.stride} is not supported."
+            )
+
+
+@dataclass
+class Conv1dState:
+    """State of one padded convolution.
+
+    A padded convolution keeps the ``k_eff - stride`` input samples the next output still needs. Its reflect left
+    padding needs input samples ``1..padding_total``, so it waits for ``padding_total + 1`` inputs before its first
+    output (a one-time start-up stall, not a steady-state delay).
+
+    Attributes:
+        buffer: `[B, C_in, n]` padded input not consumed yet (before the start: the raw input received so far).
+        received: raw input samples received since the stream started.
+        started: whether the left padding has been applied.
+    """
+
+    buffer: torch.Tensor | None = None
+    received: int = 0
+    started: bool = False
+
+
+def _conv1d_consume(conv: EncodecConv1d, state: Conv1dState, like: torch.Tensor) -> torch.Tensor:
+    """Runs the conv over every complete window of the (padded) buffer and drops what no later window needs."""
+    buf = state.buffer
+    k, s = conv.kernel_size, conv.stride
+    if buf is None or buf.shape[-1] < k:
+        return like.new_empty(like.shape[0], conv.conv.out_channels, 0)
+    frames = (buf.shape[-1] - k) // s + 1
+    out = conv.conv_forward(buf[..., : (frames - 1) * s + k])
+    state.buffer = buf[..., frames * s :].contiguous()  # copy so the old buffer is freed
+    return out
+
+
+def conv1d_step(conv: EncodecConv1d, state: Conv1dState, x: torch.Tensor) -> torch.Tensor:
+    """New inputs `[B, C_in, n]` -> the outputs `[B, C_out, m]` they complete."""
+    if x.shape[-1]:
+        state.buffer = time_cat(state.buffer, x)
+        state.received += x.shape[-1]
+    if not state.started:
+        if state.received < conv.padding_total + 1:
+            return x.new_empty(x.shape[0], conv.conv.out_channels, 0)
+        # Offline pads [x_P, ..., x_1] on the left (reflect); now that x_1..x_P exist we can do the same.
+        state.buffer = pad1d(state.buffer, (conv.padding_total, 0), conv.pad_mode)
+        state.started = True
+    return _conv1d_consume(conv, state, x)
+
+
+def conv1d_flush(conv: EncodecConv1d, state: Conv1dState, like: torch.Tensor) -> torch.Tensor:
+    """Ends the stream: the last outputs, with the offline path's right ``extra`` padding (so the last partial
+    frame is offline's too). ``like`` gives batch, dtype and device for an empty result."""
+    if state.buffer is None:
+        return like.new_empty(like.shape[0], conv.conv.out_channels, 0)
+    if not state.started:
+        # Shorter than the left padding: the whole input is still here, run the offline layer on it.
+        out = conv(state.buffer)
+        state.buffer = None
+        return out
+    extra = extra_padding_for_conv1d(state.received, conv.stride)
+    # The buffer holds >= padding_total >= stride > extra samples, all real input (received > padding_total),
+    # so this right reflection reads the same samples as the offline one.
+    state.buffer = pad1d(state.buffer, (0, extra), conv.pad_mode)
+    out = _conv1d_consume(conv, state, like)
+    state.buffer = None
+    return out
+
+
+@dataclass
+class ConvTranspose1dState:
+    """State of one transposed convolution: it keeps the ``k - stride`` overhanging output samples, bias removed,
+    and adds them to the head of the next output.
+
+    Attributes:
+        partial: `[B, C_out, k - stride]` overhang of the last output, bias removed (it is added once, by the
+            output that owns those positions).
+        emitted: untrimmed output positions emitted or dropped so far (for the left trim).
+    """
+
+    partial: torch.Tensor | None = None
+    emitted: int = 0
+
+
+def conv_transpose1d_step(conv: EncodecConvTranspose1d, state: ConvTranspose1dState, x: torch.Tensor) -> torch.Tensor:
+    """New frames `[B, C_in, n]` -> the `[B, C_out, n * stride]` outputs now final (minus the left trim)."""
+    channels = conv.conv.out_channels
+    if x.shape[-1] == 0:
+        return x.new_empty(x.shape[0], channels, 0)
+    y = conv.conv_forward(x)  # [B, C, (n - 1) * s + k], bias included once
+    if state.partial is not None:
+        y[..., : state.partial.shape[-1]] += state.partial
+    end = x.shape[-1] * conv.stride
+    bias = conv.conv.bias
+    tail = y[..., end:]
+    state.partial = (tail - bias[:, None]) if bias is not None else tail.clone()
+    out = y[..., :end]
+    left, _ = conv.trims()
+    if state.emitted < left:
+        drop = min(left - state.emitted, end)
+        out = out[..., drop:]
+    state.emitted += end
+    return out
+
+
+def conv_transpose1d_flush(
+    conv: EncodecConvTranspose1d, state: ConvTranspose1dState, like: torch.Tensor
+) -> torch.Tensor:
+    """Ends the stream: offline keeps ``[left, F * s + left)``, so the first ``left`` overhang samples are output."""
+    left, _ = conv.trims()
+    out = like.new_empty(like.shape[0], conv.conv.out_channels, 0)
+    if state.partial is not None and left:
+        bias = conv.conv.bias
+        out = state.partial[..., :left] + (bias[:, None] if bias is not None else 0)
+    state.partial = None
+    return out

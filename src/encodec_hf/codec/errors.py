@@ -9,8 +9,12 @@ from __future__ import annotations
 __all__ = [
     "AudioFileError",
     "CheckpointMismatchError",
+    "CliError",
+    "CodesFileError",
     "EcdcFormatError",
+    "EncodePlanMismatchError",
     "EncodecInputError",
+    "EndpointRequestError",
     "MissingLMError",
     "SamplingRateError",
     "StreamClosedError",
@@ -53,3 +57,24 @@ class StreamClosedError(RuntimeError):
 
 class MissingLMError(ValueError):
     """An ``.ecdc`` file needs the entropy-coding LM but the model folder or repository has no LM weights."""
+
+
+class CodesFileError(ValueError):
+    """A codes file (``.ehfc``) is malformed, truncated, unfinished or made by a model with other settings."""
+
+
+class EncodePlanMismatchError(ValueError):
+    """An ``encode-dataset`` output folder holds shards of a different run (other dataset, model, world size...)."""
+
+
+class EndpointRequestError(EncodecInputError):
+    """A request the endpoint cannot serve; ``status`` is the HTTP status code to answer with (400 by default:
+    413 too long or too large, 415 unsupported format)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = int(status)
+
+
+class CliError(Exception):
+    """A user error of the ``encodec-hf`` command line: printed as one line, exit status 1."""

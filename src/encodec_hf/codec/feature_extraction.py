@@ -13,13 +13,13 @@ import numpy as np
 from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.utils import PaddingStrategy, TensorType
 
-from .configuration import chunk_length_for, chunk_stride_for
+from .chunking import ChunkedAudioMixin, ChunkLayout
 from .errors import EncodecInputError, SamplingRateError
 
 logger = logging.getLogger(__name__)
 
 
-class EncodecFeatureExtractor(SequenceFeatureExtractor):
+class EncodecFeatureExtractor(ChunkedAudioMixin, SequenceFeatureExtractor):
     r"""Pads mono or stereo audio into a batch for [`EncodecModel`].
 
     Args:
@@ -50,13 +50,15 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
         self.chunk_length_s = chunk_length_s
         self.overlap = overlap
 
-    @property
-    def chunk_length(self) -> int | None:
-        return chunk_length_for(self.chunk_length_s, self.sampling_rate)
-
-    @property
-    def chunk_stride(self) -> int | None:
-        return chunk_stride_for(self.chunk_length_s, self.overlap, self.sampling_rate)
+    @classmethod
+    def for_config(cls, config) -> EncodecFeatureExtractor:
+        """The feature extractor that matches an ``EncodecConfig`` (channels, rate, chunking)."""
+        return cls(
+            feature_size=config.audio_channels,
+            sampling_rate=config.sampling_rate,
+            chunk_length_s=config.chunk_length_s,
+            overlap=config.overlap,
+        )
 
     def _to_example(self, audio, index: int) -> np.ndarray:
         """One example as float32 `[T, C]` (the base class pads along axis 0)."""
@@ -144,14 +146,11 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
         padded_inputs = None
         input_values = BatchFeature({"input_values": examples})
         if self.chunk_stride is not None and self.chunk_length is not None and max_length is None:
+            layout = ChunkLayout(self.chunk_length, self.chunk_stride)
             if truncation:
-                max_length = min(a.shape[0] for a in examples)
-                chunks = int(np.floor(max_length / self.chunk_stride))
-                max_length = (chunks - 1) * self.chunk_stride + self.chunk_length
+                max_length = layout.padded_length(min(a.shape[0] for a in examples), truncate=True)
             elif padding:
-                max_length = max(a.shape[0] for a in examples)
-                chunks = int(np.ceil(max_length / self.chunk_stride))
-                max_length = (chunks - 1) * self.chunk_stride + self.chunk_length
+                max_length = layout.padded_length(max(a.shape[0] for a in examples))
                 padding = "max_length"
             else:
                 padded_inputs = input_values

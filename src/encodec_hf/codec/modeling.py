@@ -28,6 +28,7 @@ from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
 from transformers.utils import ModelOutput
 
+from .chunking import ChunkLayout, linear_overlap_add
 from .configuration import EncodecConfig
 from .errors import CheckpointMismatchError, EncodecInputError
 from .inference_plan import BatchLimits, InferencePlan, fast_inference_default
@@ -138,21 +139,6 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
             init.zeros_(module.inited)
 
 
-def blend_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype chunk outputs are cross-faded in: at least float32. In bfloat16 the window's end values round to
-    exactly 0 (0.5 - (0.5 - 2e-5) == 0), and the normalising division would put NaNs at the chunk edges."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def overlap_add_window(length: int, like: torch.Tensor) -> torch.Tensor:
-    """Triangular cross-fade weights `[length]`: ``0.5 - |t - 0.5|`` on ``t = linspace(0, 1, length + 2)[1:-1]``.
-
-    They peak mid-chunk and never reach zero, so a sample covered by one chunk keeps its value.
-    """
-    t = torch.linspace(0, 1, length + 2, device=like.device, dtype=like.dtype)[1:-1]
-    return 0.5 - (t - 0.5).abs()
-
-
 def _refuse_mismatch(source, info: dict) -> None:
     """Raises `CheckpointMismatchError` naming the keys of transformers' loading report, if it lists any."""
     problems = {
@@ -169,10 +155,6 @@ def _refuse_mismatch(source, info: dict) -> None:
             "use_conv_shortcut, target_bandwidths and codebook_size decide which tensors exist). "
             "To load them anyway and inspect the differences, pass output_loading_info=True."
         )
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 class EncodecModel(EncodecPreTrainedModel):
@@ -281,17 +263,10 @@ class EncodecModel(EncodecPreTrainedModel):
     def get_num_quantizers_for_bandwidth(self, bandwidth: float | None = None) -> int:
         return self.config.num_quantizers_for_bandwidth(bandwidth)
 
-    def _chunk_spans(self, length: int) -> list[tuple[int, int]]:
-        """(start, end) of the chunks of an input of ``length`` samples (one chunk when unchunked)."""
-        chunk = self.config.chunk_length
-        if chunk is None:
-            return [(0, length)]
-        stride = self.config.chunk_stride or chunk
-        return [(offset, min(offset + chunk, length)) for offset in range(0, length, stride)]
-
-    def _check_bandwidth(self, bandwidth) -> float:
-        checked = self.config.check_bandwidth(bandwidth)
-        return self.config.target_bandwidths[0] if checked is None else checked  # transformers' default: the lowest
+    @property
+    def chunk_layout(self) -> ChunkLayout:
+        """The model's chunk layout (spans, frames per chunk): see ``codec/chunking.py``."""
+        return ChunkLayout.from_config(self.config)
 
     def _check_audio(self, input_values) -> torch.Tensor:
         """Validates `[B, C, T]` float audio and casts it to the model's device and dtype."""
@@ -387,14 +362,14 @@ class EncodecModel(EncodecPreTrainedModel):
             UnsupportedBandwidthError: ``bandwidth`` not in ``config.target_bandwidths``.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        bandwidth = self._check_bandwidth(bandwidth)
+        bandwidth = self.config.resolve_bandwidth(bandwidth)
         audio = self._check_audio(input_values)
         batch, _, length = audio.shape
         lengths = [length] * batch if padding_mask is None else self._lengths_from_mask(padding_mask, batch, length)
         num_quantizers = self.config.num_quantizers_for_bandwidth(bandwidth)
-        hop = self.config.hop_length
+        layout = self.chunk_layout
 
-        spans = [self._chunk_spans(n) for n in lengths]
+        spans = [layout.spans(n) for n in lengths]
         for i, n in enumerate(lengths):
             # Only the valid samples matter: padding is never read.
             if not bool(torch.isfinite(audio[i, :, :n]).all()):
@@ -409,7 +384,7 @@ class EncodecModel(EncodecPreTrainedModel):
                 groups[end - start].append((i, k, start))
 
         num_chunks = max(len(s) for s in spans)
-        frames = _ceil_div(max(end - start for s in spans for start, end in s), hop)
+        frames = layout.frames(max(end - start for s in spans for start, end in s))
         codes = torch.zeros(num_chunks, batch, num_quantizers, frames, dtype=torch.long, device=audio.device)
         scales = torch.full((num_chunks, batch, 1), EMPTY_CHUNK_SCALE, dtype=audio.dtype, device=audio.device)
         normalize = self.config.normalize
@@ -432,7 +407,7 @@ class EncodecModel(EncodecPreTrainedModel):
                 for j, (i, k, _) in enumerate(part):
                     codes[k, i, :, : part_codes.shape[-1]] = part_codes[j]
 
-        last_frames = max(_ceil_div(s[-1][1] - s[-1][0], hop) for s in spans if len(s) == num_chunks)
+        last_frames = max(layout.frames(s[-1][1] - s[-1][0]) for s in spans if len(s) == num_chunks)
         last_frame_pad_length = frames - last_frames
         audio_scales = list(scales.unbind(0)) if self.config.normalize else [None] * num_chunks
         if not return_dict:
@@ -509,29 +484,6 @@ class EncodecModel(EncodecPreTrainedModel):
         )
         return audio * scales.view(-1, 1, 1) if scales is not None else audio
 
-    @staticmethod
-    def _linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
-        """Cross-fades chunk outputs `[..., L_k]` placed every ``stride`` samples with triangular weights.
-
-        The weight peaks mid-chunk and never reaches zero, so a position covered by one chunk keeps its value and
-        overlapping positions blend linearly. The triangle is sized on the first chunk; shorter chunks use its prefix.
-        """
-        if not frames:
-            raise ValueError("frames cannot be an empty list.")
-        first = frames[0]
-        # The furthest end, not the last chunk's: a short last chunk can end before the previous one's decoded
-        # overhang (e.g. 47_760 samples at 48 kHz), which makes the reference implementations crash.
-        total = max(k * stride + frame.shape[-1] for k, frame in enumerate(frames))
-        dtype = blend_dtype(first.dtype)
-        weight = overlap_add_window(first.shape[-1], first.new_empty(0, dtype=dtype))
-        out = torch.zeros(*first.shape[:-1], total, device=first.device, dtype=dtype)
-        sum_weight = torch.zeros(total, device=first.device, dtype=dtype)
-        for k, frame in enumerate(frames):
-            n = frame.shape[-1]
-            out[..., k * stride : k * stride + n] += weight[:n] * frame
-            sum_weight[k * stride : k * stride + n] += weight[:n]
-        return (out / sum_weight).to(first.dtype)
-
     def decode(
         self,
         audio_codes: torch.LongTensor,
@@ -568,7 +520,7 @@ class EncodecModel(EncodecPreTrainedModel):
         if not 0 <= pad < frames:
             raise EncodecInputError(f"last_frame_pad_length must be in [0, {frames}), got {pad}.")
         hop = self.config.hop_length
-        stride = self.config.chunk_stride or self.config.chunk_length or 0
+        layout = self.chunk_layout
 
         out_length = None
         if padding_mask is not None:
@@ -589,8 +541,7 @@ class EncodecModel(EncodecPreTrainedModel):
         else:
             plan = []
             for i, n in enumerate(lengths):
-                item_spans = self._chunk_spans(n)
-                needed = [(k, _ceil_div(end - start, hop)) for k, (start, end) in enumerate(item_spans)]
+                needed = list(enumerate(layout.chunk_frames(n)))
                 if len(needed) > chunks or max(f for _, f in needed) > frames:
                     raise EncodecInputError(
                         f"Item {i} is {n} samples long, which needs {len(needed)} chunk(s) of up to "
@@ -617,7 +568,7 @@ class EncodecModel(EncodecPreTrainedModel):
         items = []
         for i, item_plan in enumerate(plan):
             pieces = [decoded[i, k] for k, _ in item_plan]
-            audio = pieces[0] if len(pieces) == 1 else self._linear_overlap_add(pieces, stride)
+            audio = pieces[0] if len(pieces) == 1 else linear_overlap_add(pieces, layout.stride)
             if lengths is not None:
                 audio = audio[..., : lengths[i]]
             items.append(audio)

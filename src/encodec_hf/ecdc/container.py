@@ -31,7 +31,9 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from ..errors import EcdcFormatError, EncodecInputError, MissingLMError, UnsupportedBandwidthError
+from ..codec.chunking import ChunkLayout, ClipCodes
+from ..errors import EcdcFormatError, EncodecInputError, MissingLMError
+from ..integrations.hub import load_model
 from .arithmetic_coding import ArithmeticDecoder, ArithmeticEncoder
 from .bitpacking import pack, packed_size, unpack
 from .lm import EncodecLM
@@ -132,16 +134,6 @@ def ecdc_model_name(config) -> str:
     return inferred
 
 
-def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """`EncodecModel.from_pretrained(name_or_path)` in eval mode on `device`.
-
-    `compress` / `decompress` also accept transformers' `EncodecModel` (same contract) as a model object.
-    """
-    from ..codec.modeling import EncodecModel  # imported here: ecdc is imported by the package before modeling
-
-    return EncodecModel.from_pretrained(os.fspath(name_or_path)).to(device).eval()
-
-
 def _resolve_model(model, device) -> tuple[Any, str | None]:
     if isinstance(model, (str, os.PathLike)):
         return load_model(model, device if device is not None else "cpu"), os.fspath(model)
@@ -167,16 +159,13 @@ def _resolve_lm(lm, source: str | None, device) -> EncodecLM:
         ) from err
 
 
-def _segments(config, audio_length: int) -> list[tuple[int, int]]:
-    """`(samples, frames)` per chunk, in order, exactly as the original counts them."""
-    chunk_length = config.chunk_length or audio_length
-    stride = config.chunk_stride or audio_length
-    out = []
-    for offset in range(0, audio_length, stride):
-        samples = min(audio_length - offset, chunk_length)
-        frames = -(-samples * config.frame_rate // config.sampling_rate)  # ceil(L * fr / sr), integer-exact
-        out.append((samples, frames))
-    return out
+def _chunk_frames(config, audio_length: int) -> list[int]:
+    """Frames of each chunk of an `.ecdc` file of `audio_length` samples, in order.
+
+    The original counts `ceil(L * frame_rate / sampling_rate)` per chunk of L samples; for its two codecs
+    `frame_rate * hop_length == sampling_rate`, so that is the model's `ceil(L / hop_length)`.
+    """
+    return ChunkLayout.from_config(config).chunk_frames(audio_length)
 
 
 def _lm_for(lm: EncodecLM, config, num_codebooks: int) -> EncodecLM:
@@ -260,7 +249,7 @@ def decode_lm_segment(
 def compress(
     model,
     audio,
-    bandwidth: float = 6.0,
+    bandwidth: float | None = None,
     use_lm: bool = False,
     lm: EncodecLM | str | None = None,
     device: str | torch.device | None = None,
@@ -271,7 +260,8 @@ def compress(
     Args:
         model: an `EncodecModel`, or a folder / Hub repository to load one from.
         audio (`torch.Tensor` or `np.ndarray`): `[C, T]` float waveform, C = the model's channels.
-        bandwidth (`float`): kbps, one of `config.target_bandwidths`.
+        bandwidth (`float`, *optional*): kbps, one of `config.target_bandwidths`; default the lowest (the
+            package's one default, `EncodecConfig.resolve_bandwidth`; the `encodec-hf` command passes 6, as Meta's).
         use_lm (`bool`): entropy-code with the LM (smaller, much slower).
         lm: the `EncodecLM`, or where to load it from; default: the model's folder / repository.
         device: where to run the model when it is loaded here (the LM runs where it lives; use CPU for
@@ -284,53 +274,43 @@ def compress(
     model, source = _resolve_model(model, device)
     config = model.config
     name = ecdc_model_name(config)
-    if bandwidth not in config.target_bandwidths:
-        raise UnsupportedBandwidthError(
-            f"Bandwidth {bandwidth} kbps is not supported by {name}; choose one of {config.target_bandwidths}."
-        )
+    bandwidth = config.resolve_bandwidth(bandwidth)
     audio = _as_audio(audio, config.audio_channels)
     lm_model = _resolve_lm(lm, source, None) if use_lm else None
     model_device = next(model.parameters()).device
-    encoded = model.encode(audio[None].to(model_device), bandwidth=bandwidth)
-    codes, scales, pad = encoded.audio_codes, encoded.audio_scales, encoded.last_frame_pad_length or 0
-    num_codebooks = codes.shape[2]
-    segments = _segments(config, audio.shape[1])
-    if len(segments) != codes.shape[0]:
-        raise RuntimeError(f"The model made {codes.shape[0]} chunks, the .ecdc layout expects {len(segments)}.")
+    (clip,) = ClipCodes.from_encoder_output(model.encode(audio[None].to(model_device), bandwidth=bandwidth), config)
+    num_codebooks = clip.audio_codes.shape[1]
     if lm_model is not None:
         _lm_for(lm_model, config, num_codebooks)
     out = io.BytesIO()
     out.write(EcdcHeader(name, audio.shape[1], num_codebooks, use_lm).to_bytes())
-    for index, (_, frames) in enumerate(segments):
-        available = codes.shape[-1] - (pad if index == len(segments) - 1 else 0)
-        if available != frames:
-            raise RuntimeError(f"Chunk {index}: the model made {available} frames, the .ecdc layout expects {frames}.")
+    for codes, scale in clip.chunks(config):
         if config.normalize:
-            out.write(_SCALE.pack(float(scales[index].reshape(-1)[0])))
-        segment = codes[index, 0, :, :frames].cpu().numpy()  # [K, F]
+            out.write(_SCALE.pack(scale))
+        segment = codes.numpy()  # [K, F]
         if lm_model is not None:
             out.write(encode_lm_segment(lm_model, segment, progress))
         else:
             out.write(pack(segment.T.reshape(-1), config.codebook_nbits))  # time-major
             if progress is not None:
-                progress(frames)
+                progress(segment.shape[1])
     return out.getvalue()
 
 
 def total_frames(model_or_config, audio_length: int) -> int:
     """Frames an `.ecdc` file of `audio_length` samples holds (for progress bars)."""
     config = getattr(model_or_config, "config", model_or_config)
-    return sum(frames for _, frames in _segments(config, audio_length))
+    return sum(_chunk_frames(config, audio_length))
 
 
-def _check_payload_bound(header: EcdcHeader, config, segments, available: int) -> None:
+def _check_payload_bound(header: EcdcHeader, config, chunk_frames: list[int], available: int) -> None:
     """Refuse sample counts the payload cannot hold, before running anything."""
     scale_bytes = _SCALE.size if config.normalize else 0
-    frames = sum(f for _, f in segments)
+    frames = sum(chunk_frames)
     if header.use_lm:
-        least = len(segments) * scale_bytes + frames * header.num_codebooks * _MIN_BITS_PER_LM_SYMBOL / 8
+        least = len(chunk_frames) * scale_bytes + frames * header.num_codebooks * _MIN_BITS_PER_LM_SYMBOL / 8
     else:
-        least = sum(scale_bytes + packed_size(f * header.num_codebooks, config.codebook_nbits) for _, f in segments)
+        least = sum(scale_bytes + packed_size(f * header.num_codebooks, config.codebook_nbits) for f in chunk_frames)
     if least > available:
         raise EcdcFormatError(
             f"Truncated or forged .ecdc file: {header.audio_length} samples of {header.num_codebooks} codebooks "
@@ -385,12 +365,12 @@ def decompress(
             f"The file claims {header.audio_length} samples ({header.audio_length / config.sampling_rate:.0f} s), "
             f"more than max_duration_s={max_duration_s}; raise max_duration_s if it is genuine."
         )
-    segments = _segments(config, header.audio_length)
-    _check_payload_bound(header, config, segments, len(data) - offset)
+    chunk_frames = _chunk_frames(config, header.audio_length)
+    _check_payload_bound(header, config, chunk_frames, len(data) - offset)
     lm_model = _lm_for(_resolve_lm(lm, source, None), config, header.num_codebooks) if header.use_lm else None
 
     chunks, scales = [], []
-    for _, frames in segments:
+    for frames in chunk_frames:
         if config.normalize:
             if offset + _SCALE.size > len(data):
                 raise EcdcFormatError("Truncated .ecdc file: a chunk's scale is missing.")
@@ -398,7 +378,7 @@ def decompress(
             if not math.isfinite(scale):
                 raise EcdcFormatError(f"Corrupt .ecdc file: chunk scale {scale} is not finite.")
             offset += _SCALE.size
-            scales.append(torch.tensor([[scale]], dtype=torch.float32))
+            scales.append(scale)
         else:
             scales.append(None)
         if lm_model is not None:
@@ -409,19 +389,10 @@ def decompress(
             offset += packed_size(count, config.codebook_nbits)
             if progress is not None:
                 progress(frames)
-        chunks.append(codes)
-    model_device = next(model.parameters()).device
-    longest = max(c.shape[1] for c in chunks)
-    pad = longest - chunks[-1].shape[1]
-    audio_codes = torch.zeros(len(chunks), 1, header.num_codebooks, longest, dtype=torch.long)
-    for index, codes in enumerate(chunks):
-        audio_codes[index, 0, :, : codes.shape[1]] = torch.from_numpy(np.ascontiguousarray(codes))
-    audio_scales = [s.to(model_device) if s is not None else None for s in scales]
-    decoded = model.decode(audio_codes.to(model_device), audio_scales, last_frame_pad_length=pad)
-    audio = decoded.audio_values[0, :, : header.audio_length]
-    if audio.shape[-1] < header.audio_length:
-        raise RuntimeError(f"The model decoded {audio.shape[-1]} samples, the file holds {header.audio_length}.")
-    return audio.float().cpu(), config.sampling_rate
+        chunks.append(np.ascontiguousarray(codes))
+    clip = ClipCodes.from_chunks(config, chunks, scales, header.audio_length)
+    decoded = model.decode(**ClipCodes.decoder_inputs([clip], next(model.parameters()).device))
+    return decoded.audio_values[0].float().cpu(), config.sampling_rate
 
 
 def compress_to_file(model, audio, fo: BinaryIO | str | os.PathLike, **kwargs) -> None:

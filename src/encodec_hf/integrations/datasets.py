@@ -1,9 +1,9 @@
-"""Tokenise audio datasets with EnCodec: `datasets.map` helpers and the scale-out `encode-dataset` runner.
+"""Tokenise audio datasets with EnCodec: the `datasets.map` helpers (the scale-out runner: `encode_dataset.py`).
 
 Recipe (one machine; see the README for GPUs and clusters)::
 
     from datasets import load_dataset
-    from encodec_hf.hf_datasets import EncodecMapFunction, cast_audio_for_model
+    from encodec_hf.integrations.datasets import EncodecMapFunction, cast_audio_for_model
 
     ds = load_dataset("my/dataset", split="train")
     ds = cast_audio_for_model(ds, "audio", sampling_rate=24_000)  # Audio(sampling_rate=..., decode=False)
@@ -19,46 +19,115 @@ are accepted too.
 
 Output columns: `audio_codes` (`[N, K, F]` int16: chunks, codebooks, frames), `audio_scales` (`[N]`
 float32, only for models with `normalize=True` such as 48 kHz) and `num_samples` (clip length at the
-model rate, needed to decode back to the exact length). Batched results equal per-item results: see
-`encodec_hf.integrations.clips` for the padding rule that guarantees it.
+model rate, needed to decode back to the exact length): the columns of `encodec_hf.codec.chunking.ClipCodes`.
+Batched results equal per-item results: `model.encode` with a `padding_mask` encodes every item of a batch at its
+own length, exactly as it would be encoded alone.
 """
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
 import logging
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..audio_io import convert_audio
-from ..errors import EncodecInputError, SamplingRateError
-from .clips import ClipCodes, check_bandwidth, codes_dtype, decode_clip, encode_clips, load_model
+from ..audio_io import convert_audio, read_audio
+from ..codec.chunking import ClipCodes
+from ..errors import AudioFileError, EncodecInputError
+from .hub import load_model
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "EncodecMapFunction",
-    "EncodePlanMismatchError",
     "cast_audio_for_model",
+    "codes_dtype",
     "codes_features",
     "decode_audio_value",
+    "decode_clip",
     "decode_codes_example",
     "encode_audio_dataset",
-    "encode_dataset_main",
-    "load_encoded_shards",
-    "run_encode_dataset",
+    "encode_clips",
 ]
 
-PLAN_FILE = "encode_plan.json"
-MANIFEST_FILE = "encode_manifest.json"
-SHARD_FORMATS = ("parquet", "arrow")
+# The runner's public names (`load_encoded_shards`, `run_encode_dataset`, ...) stay importable from here; they are
+# looked up on first use, not imported at the top, because encode_dataset.py imports this module.
+_RUNNER_NAMES = ("EncodePlanMismatchError", "MANIFEST_FILE", "load_encoded_shards", "run_encode_dataset")
+
+
+def __getattr__(name: str):
+    if name in _RUNNER_NAMES:
+        from . import encode_dataset
+
+        return getattr(encode_dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Clips <-> codes: one padded batch in, one ClipCodes per clip out.
+# --------------------------------------------------------------------------------------------------
+
+
+def codes_dtype(config) -> np.dtype:
+    """Smallest integer dtype that holds every code (int16 for the 1024/2048-entry codebooks)."""
+    return np.dtype(np.int16) if config.codebook_size <= 2**15 else np.dtype(np.int32)
+
+
+def _check_clip(config, clip: np.ndarray, index: int) -> np.ndarray:
+    clip = np.asarray(clip)
+    if clip.ndim == 1:
+        clip = clip[None]
+    if clip.ndim != 2 or clip.shape[0] != config.audio_channels:
+        raise EncodecInputError(
+            f"Clip {index} has shape {tuple(clip.shape)}; this model expects [C, T] audio with "
+            f"C={config.audio_channels} channel(s)."
+        )
+    if clip.shape[1] == 0:
+        raise EncodecInputError(f"Clip {index} is empty (0 samples); drop empty clips before encoding.")
+    if not np.issubdtype(clip.dtype, np.floating):
+        raise EncodecInputError(f"Clip {index} has dtype {clip.dtype}; expected float samples in [-1, 1].")
+    return clip.astype(np.float32, copy=False)
+
+
+@torch.no_grad()
+def encode_clips(
+    model, clips: list[np.ndarray], bandwidth: float | None = None, feature_extractor=None
+) -> list[ClipCodes]:
+    """Encodes clips of any lengths in one batch; each clip's codes equal encoding it alone.
+
+    Args:
+        model (`EncodecModel`): the codec, already on its device.
+        clips (`list[np.ndarray]`): each `[C, T_i]` float audio at `model.config.sampling_rate` (`[T_i]` for mono).
+        bandwidth (`float`, *optional*): kbps, one of `config.target_bandwidths`; `None` = the lowest.
+        feature_extractor (`EncodecFeatureExtractor`, *optional*): built from the config if omitted.
+
+    Returns:
+        `list[ClipCodes]`, one per clip (codes `[N, K, F]`, scales `[N]` or `None`, `num_samples`).
+    """
+    from ..codec.feature_extraction import EncodecFeatureExtractor
+
+    config = model.config
+    bandwidth = config.resolve_bandwidth(bandwidth)
+    clips = [_check_clip(config, clip, i) for i, clip in enumerate(clips)]
+    fe = feature_extractor if feature_extractor is not None else EncodecFeatureExtractor.for_config(config)
+    # The feature extractor takes mono as [T] and stereo as [C, T]; its padding_mask marks each clip's length.
+    raw = [clip[0] if config.audio_channels == 1 else clip for clip in clips]
+    inputs = fe(raw, sampling_rate=config.sampling_rate, padding=True, return_tensors="pt")
+    device = next(model.parameters()).device
+    out = model.encode(
+        inputs["input_values"].to(device), inputs["padding_mask"].to(device), bandwidth=bandwidth, return_dict=True
+    )
+    return ClipCodes.from_encoder_output(out, config)
+
+
+@torch.no_grad()
+def decode_clip(model, clip: ClipCodes) -> np.ndarray:
+    """Decodes one clip's codes back to audio: float32 `[C, num_samples]`."""
+    inputs = ClipCodes.decoder_inputs([clip], next(model.parameters()).device)
+    audio = model.decode(**inputs, return_dict=True).audio_values  # [1, C, T]
+    return audio[0, :, : clip.num_samples].float().cpu().numpy()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -77,10 +146,8 @@ def decode_audio_value(value: Any) -> tuple[np.ndarray, int]:
         `(audio, sampling_rate)` with `audio` a float32 `[C, T]` array.
 
     Raises:
-        EncodecInputError: the value is none of the above or its bytes cannot be decoded.
+        EncodecInputError: the value is none of the above; AudioFileError (one) its bytes cannot be decoded.
     """
-    import soundfile as sf
-
     if isinstance(value, (str, os.PathLike)):
         value = {"path": os.fspath(value), "bytes": None}
     if hasattr(value, "get_all_samples"):  # torchcodec AudioDecoder from datasets' decode=True path
@@ -93,14 +160,14 @@ def decode_audio_value(value: Any) -> tuple[np.ndarray, int]:
             raise EncodecInputError("An audio dict with 'array' must also give its 'sampling_rate'.")
         array = np.asarray(value["array"], dtype=np.float32)
         return (array[None] if array.ndim == 1 else array), int(value["sampling_rate"])
-    source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value.get("path")
+    source = value["bytes"] if value.get("bytes") is not None else value.get("path")
     if source is None:
         raise EncodecInputError(f"Audio value has neither 'bytes' nor 'path': {value!r}.")
     try:
-        data, rate = sf.read(source, dtype="float32", always_2d=True)  # [T, C]
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise EncodecInputError(f"Could not decode audio {value.get('path') or '<bytes>'}: {err}") from err
-    return np.ascontiguousarray(data.T), int(rate)
+        audio, rate = read_audio(source)
+    except FileNotFoundError as err:
+        raise AudioFileError(str(err)) from None
+    return audio.numpy(), rate
 
 
 def _to_model_audio(audio: np.ndarray, rate: int, config, convert_channels: bool, where: str) -> np.ndarray:
@@ -166,7 +233,7 @@ class EncodecMapFunction:
         model (`EncodecModel` or `str`): a model, or a name/path to load it from. Give a path with
             `num_proc > 1`: each worker then loads its own copy (required with spawn on GPUs).
         audio_column (`str`): the audio column, ideally cast with `cast_audio_for_model`.
-        bandwidth (`float`, *optional*): kbps, one of `config.target_bandwidths`; `None` = model default.
+        bandwidth (`float`, *optional*): kbps, one of `config.target_bandwidths`; `None` = the lowest.
         device (`str`, *optional*): `"auto"` (default) picks `cuda:{rank % n_gpu}` when `with_rank=True`
             and CUDA is available, else CPU.
         convert_channels (`bool`): average stereo to mono / duplicate mono to stereo instead of raising.
@@ -194,7 +261,7 @@ class EncodecMapFunction:
         else:
             self.model_name_or_path, self._model = None, model
             self.config = model.config
-        self.bandwidth = check_bandwidth(self.config, bandwidth)
+        self.bandwidth = self.config.resolve_bandwidth(bandwidth)
         self.audio_column = audio_column
         self.device = device
         self.convert_channels = convert_channels
@@ -253,12 +320,13 @@ class EncodecMapFunction:
         if self.audio_column not in batch:
             raise KeyError(f"Audio column {self.audio_column!r} not in batch columns {list(batch)}.")
         encoded = self.encode_batch(batch[self.audio_column], rank)
+        dtype = codes_dtype(self.config)
         out: dict[str, list] = {
-            "audio_codes": [c.audio_codes for c in encoded],
+            "audio_codes": [c.audio_codes.numpy().astype(dtype) for c in encoded],
             "num_samples": [c.num_samples for c in encoded],
         }
         if self.config.normalize:
-            out["audio_scales"] = [c.audio_scales for c in encoded]
+            out["audio_scales"] = [c.audio_scales.numpy() for c in encoded]
         return out
 
 
@@ -313,313 +381,5 @@ def encode_audio_dataset(
 
 def decode_codes_example(example: dict, model, output_column: str = "audio_values") -> dict:
     """Per-row `map` function that decodes `audio_codes` (+ `audio_scales`) back to `[C, T]` audio."""
-    clip = ClipCodes(np.asarray(example["audio_codes"]), example.get("audio_scales"), int(example["num_samples"]))
-    if clip.audio_scales is not None:
-        clip.audio_scales = np.asarray(clip.audio_scales, dtype=np.float32)
+    clip = ClipCodes.checked(model.config, example["audio_codes"], example.get("audio_scales"), example["num_samples"])
     return {output_column: decode_clip(model, clip), "sampling_rate": model.config.sampling_rate}
-
-
-# --------------------------------------------------------------------------------------------------
-# Scale-out runner: rank share via split_dataset_by_node, resumable shards, one manifest.
-# --------------------------------------------------------------------------------------------------
-
-
-class EncodePlanMismatchError(ValueError):
-    """The output directory holds shards of a different run (other dataset, model, world size, ...)."""
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _check_plan(output_dir: Path, plan: dict) -> None:
-    """Record the run's plan, or refuse to mix shards with an earlier, different run."""
-    path = output_dir / PLAN_FILE
-    if path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        diff = {k: (previous.get(k), plan.get(k)) for k in set(previous) | set(plan) if previous.get(k) != plan.get(k)}
-        if diff:
-            details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(diff.items()))
-            raise EncodePlanMismatchError(
-                f"{output_dir} holds shards of a different run ({details}). Resume with the same arguments and "
-                f"number of processes, or write to a new --output-dir."
-            )
-        return
-    _write_json_atomic(path, plan)
-
-
-def _shard_rows(path: Path, fmt: str) -> int | None:
-    """Row count of a finished shard file, or `None` if it is unreadable."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        if fmt == "parquet":
-            return pq.ParquetFile(path).metadata.num_rows
-        with pa.OSFile(str(path), "rb") as f:
-            return pa.ipc.open_stream(f).read_all().num_rows
-    except (OSError, pa.ArrowInvalid):
-        return None
-
-
-def _open_writer(path: Path, schema, fmt: str):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if fmt == "parquet":
-        return pq.ParquetWriter(str(path), schema)
-    return pa.ipc.new_stream(str(path), schema)
-
-
-def run_encode_dataset(
-    dataset,
-    model,
-    output_dir: str | os.PathLike,
-    *,
-    audio_column: str = "audio",
-    bandwidth: float | None = None,
-    batch_size: int = 8,
-    shard_size: int = 1000,
-    fmt: str = "parquet",
-    rank: int = 0,
-    world_size: int = 1,
-    convert_channels: bool = False,
-    progress: bool = True,
-    plan_info: dict | None = None,
-) -> list[str]:
-    """Encode this rank's share of `dataset` into shard files under `output_dir`.
-
-    The rank's share is `datasets.distributed.split_dataset_by_node(dataset, rank, world_size)` (a
-    contiguous block); it is cut into shards of `shard_size` rows named by their global row range,
-    `shard-{start:09d}-{stop:09d}.{fmt}`. A shard is written to a temporary file and renamed when
-    complete, so after a crash the finished shards are kept and only the missing ones are encoded.
-
-    Every output row keeps the dataset's other columns and adds `row_index` (its global row number)
-    and the code columns of `codes_features`.
-
-    Returns:
-        `list[str]`: file names of this rank's shards (finished earlier or now), in row order.
-    """
-    import pyarrow as pa
-    from datasets import Value
-    from datasets.distributed import split_dataset_by_node
-    from tqdm.auto import tqdm
-
-    if fmt not in SHARD_FORMATS:
-        raise ValueError(f"fmt must be one of {SHARD_FORMATS}, got {fmt!r}.")
-    if batch_size < 1 or shard_size < 1:
-        raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}.")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size}), got {rank}.")
-    if audio_column not in dataset.column_names:
-        raise KeyError(f"Audio column {audio_column!r} not in dataset columns {dataset.column_names}.")
-    fn = EncodecMapFunction(model, audio_column=audio_column, bandwidth=bandwidth, convert_channels=convert_channels)
-    config = fn.config
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-
-    dataset = cast_audio_for_model(dataset, audio_column, config=config)
-    dataset = dataset.add_column("row_index", list(range(len(dataset))))
-    plan = {
-        "num_rows": len(dataset),
-        "world_size": world_size,
-        "shard_size": shard_size,
-        "format": fmt,
-        "audio_column": audio_column,
-        "bandwidth": fn.bandwidth,
-        "columns": sorted(dataset.column_names),
-        "sampling_rate": config.sampling_rate,
-        **(plan_info or {}),
-    }
-    _check_plan(output_dir, plan)
-
-    part = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
-    kept = {k: v for k, v in dataset.features.items() if k not in (audio_column, "row_index")}
-    features = codes_features(config, {"row_index": Value("int64"), **kept})
-    schema = features.arrow_schema
-
-    starts = list(range(0, len(part), shard_size))
-    bar = tqdm(total=len(part), desc=f"encode rank {rank}/{world_size}", unit="clip", disable=not progress)
-    names = []
-    for start in starts:
-        shard = part.select(range(start, min(start + shard_size, len(part))))
-        first, last = shard[0]["row_index"], shard[len(shard) - 1]["row_index"]
-        name = f"shard-{first:09d}-{last + 1:09d}.{fmt}"
-        names.append(name)
-        final = output_dir / name
-        if final.exists() and _shard_rows(final, fmt) == len(shard):
-            logger.info("Shard %s already complete; skipping.", name)
-            bar.update(len(shard))
-            continue
-        tmp = output_dir / f".{name}.tmp-{os.getpid()}"
-        writer = _open_writer(tmp, schema, fmt)
-        try:
-            for batch in shard.iter(batch_size=batch_size):
-                out = fn(batch)
-                columns = {k: batch[k] for k in ("row_index", *kept)}
-                # pyarrow converts nested lists, not lists of multi-dimensional arrays.
-                columns.update(
-                    {k: [v.tolist() if isinstance(v, np.ndarray) else v for v in vs] for k, vs in out.items()}
-                )
-                encoded = features.encode_batch(columns)
-                writer.write_table(pa.Table.from_pydict(encoded, schema=schema))
-                bar.update(len(batch["row_index"]))
-        except BaseException:
-            writer.close()
-            tmp.unlink(missing_ok=True)
-            raise
-        writer.close()
-        os.replace(tmp, final)
-    bar.close()
-    return names
-
-
-def load_encoded_shards(output_dir: str | os.PathLike):
-    """Load a finished `encode-dataset` output as one `datasets.Dataset`, rows in original order."""
-    from datasets import Dataset, concatenate_datasets
-
-    output_dir = Path(output_dir)
-    manifest_path = output_dir / MANIFEST_FILE
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"{manifest_path} is missing: the run has not finished (re-run it to resume).")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    files = [str(output_dir / name) for name in manifest["shards"]]
-    if manifest["format"] == "parquet":
-        return Dataset.from_parquet(files)
-    return concatenate_datasets([_arrow_stream(f) for f in files])
-
-
-def _arrow_stream(path: str):
-    import pyarrow as pa
-    from datasets import Dataset
-
-    with pa.OSFile(path, "rb") as f:
-        return Dataset(pa.ipc.open_stream(f).read_all())
-
-
-def _load_source(dataset: str, split: str, config_name: str | None, revision: str | None):
-    """A Hub id, a `save_to_disk` folder, or data files / a folder that `load_dataset` understands."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
-
-    path = Path(dataset).expanduser()
-    if not path.exists() and (path.is_absolute() or dataset.startswith((".", "~"))):
-        raise FileNotFoundError(f"No dataset at {dataset}: give an existing folder/file or a Hub dataset id.")
-    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
-        loaded = load_from_disk(str(path))
-        if isinstance(loaded, DatasetDict):
-            if split not in loaded:
-                raise KeyError(f"Split {split!r} not in {dataset} (splits: {list(loaded)}).")
-            loaded = loaded[split]
-        return loaded
-    if path.is_file() and path.suffix in (".parquet", ".arrow", ".csv", ".json", ".jsonl"):
-        builder = {".jsonl": "json"}.get(path.suffix, path.suffix[1:])
-        return load_dataset(builder, data_files={split: str(path)}, split=split)
-    return load_dataset(dataset, config_name, split=split, revision=revision)
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="encodec-hf encode-dataset",
-        description=(
-            "Tokenise an audio dataset into Parquet/Arrow shards of EnCodec codes. Resumable: re-run the same "
-            "command after a crash. Runs unchanged under torchrun / accelerate launch (one share per rank)."
-        ),
-    )
-    p.add_argument("dataset", help="Hub dataset id, a save_to_disk folder, or a Parquet/Arrow file or folder")
-    p.add_argument("--model", required=True, help="EnCodec model id or local folder (save_pretrained)")
-    p.add_argument("--output-dir", required=True, help="folder for the shards, the plan and the manifest")
-    p.add_argument("--split", default="train")
-    p.add_argument("--name", default=None, help="dataset configuration name")
-    p.add_argument("--revision", default=None)
-    p.add_argument("--audio-column", default="audio")
-    p.add_argument("--bandwidth", type=float, default=None, help="kbps; default: the model's default")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--shard-size", type=int, default=1000, help="rows per shard file")
-    p.add_argument("--format", choices=SHARD_FORMATS, default="parquet")
-    p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda:0")
-    p.add_argument("--convert-channels", action="store_true", help="mix to mono / duplicate to stereo as needed")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def _distributed_env() -> tuple[int, int, int, int]:
-    """(rank, world_size, local_rank, local_world_size) from torchrun / accelerate launch variables."""
-    env = os.environ
-    world = int(env.get("WORLD_SIZE", "1"))
-    return (
-        int(env.get("RANK", "0")),
-        world,
-        int(env.get("LOCAL_RANK", "0")),
-        int(env.get("LOCAL_WORLD_SIZE", str(world))),
-    )
-
-
-def encode_dataset_main(argv: list[str] | None = None) -> int:
-    """Entry point of `encodec-hf encode-dataset` (and `python -m encodec_hf encode-dataset`)."""
-    import torch.distributed as dist
-
-    args = _build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rank, world, local_rank, local_world = _distributed_env()
-    device = torch.device(
-        f"cuda:{local_rank % torch.cuda.device_count()}"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
-    if device.type == "cpu":
-        # Processes on one machine share its cores; the default (all cores each) oversubscribes them.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
-    created_group = False
-    if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        created_group = True
-    try:
-        model = load_model(args.model, device=device)
-        check_bandwidth(model.config, args.bandwidth)
-        dataset = _load_source(args.dataset, args.split, args.name, args.revision)
-        names = run_encode_dataset(
-            dataset,
-            model,
-            args.output_dir,
-            audio_column=args.audio_column,
-            bandwidth=args.bandwidth,
-            batch_size=args.batch_size,
-            shard_size=args.shard_size,
-            fmt=args.format,
-            rank=rank,
-            world_size=world,
-            convert_channels=args.convert_channels,
-            progress=not args.no_progress,
-            plan_info={"dataset": args.dataset, "split": args.split, "name": args.name, "model": args.model},
-        )
-        all_names = [names]
-        if world > 1:
-            all_names = [None] * world
-            dist.all_gather_object(all_names, names)  # also a barrier: every rank has finished
-        if rank == 0:
-            shards = sorted(n for per_rank in all_names for n in per_rank)
-            manifest = {
-                "shards": shards,
-                "format": args.format,
-                "num_rows": len(dataset),
-                "world_size": world,
-                "model": args.model,
-                "bandwidth": args.bandwidth,
-            }
-            _write_json_atomic(Path(args.output_dir) / MANIFEST_FILE, manifest)
-            print(f"Wrote {len(shards)} shard(s) for {len(dataset)} rows to {args.output_dir}")
-    except (EncodecInputError, SamplingRateError, EncodePlanMismatchError, KeyError, FileNotFoundError) as err:
-        print(f"encode-dataset: error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        if created_group:
-            dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(encode_dataset_main())

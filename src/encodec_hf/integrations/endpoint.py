@@ -10,7 +10,7 @@ Requests:
   `{"audio_codes": [N][K][F] ints, "audio_scales": [N] floats or null, "num_samples": int}` (what
   `encode` returns).
 * `parameters`: `task` (`"encode"`, `"decode"` or `"roundtrip"`; default `encode` for audio, `decode`
-  for codes) and `bandwidth` (kbps, one of the model's `target_bandwidths`; default: the model's).
+  for codes) and `bandwidth` (kbps, one of the model's `target_bandwidths`; default: the lowest).
 
 Audio is resampled to the model rate (`encodec_hf.audio_io`) and mono/stereo converted to the model's channel count.
 Responses: `encode` gives the codes dict plus `sampling_rate`, `bandwidth` and `frame_rate`; `decode`
@@ -21,18 +21,17 @@ Bad requests raise `EndpointRequestError` carrying the HTTP status to answer wit
 413 too long or too large, 415 unsupported format); `serve()` turns it into a JSON error reply. Only those and the
 package's other documented input errors (`encodec_hf.errors.EncodecInputError`) get a 4xx: any other exception is
 a bug, answered with 500 and its traceback logged (logger `encodec_hf.integrations.endpoint`).
+The command line `encodec-hf serve` (in `cli.py`) runs `serve()` on a local port.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import io
 import json
 import logging
 import os
-import sys
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -43,13 +42,14 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 import torch
 
-from ..audio_io import convert_audio
-from ..errors import EncodecInputError
-from .clips import ClipCodes, check_bandwidth, check_codes, decode_clip, encode_clips
+from ..audio_io import audio_info, convert_audio, read_audio
+from ..codec.chunking import ClipCodes
+from ..errors import AudioFileError, EncodecInputError, EndpointRequestError
+from .datasets import decode_clip, encode_clips
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EndpointHandler", "EndpointRequestError", "make_server", "parse_request", "serve", "serve_main"]
+__all__ = ["EndpointHandler", "EndpointRequestError", "make_server", "parse_request", "serve"]
 
 TASKS = ("encode", "decode", "roundtrip")
 PARAMETERS = ("task", "bandwidth")
@@ -68,34 +68,24 @@ DEFAULT_MAX_DURATION_S = 600.0
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
-class EndpointRequestError(EncodecInputError):
-    """A request the endpoint cannot serve; `status` is the HTTP status code to answer with."""
-
-    def __init__(self, message: str, status: int = HTTPStatus.BAD_REQUEST):
-        super().__init__(message)
-        self.status = int(status)
-
-
 @dataclass
 class Request:
     """A validated request: `audio` `[C, T]` at the model rate for encode/roundtrip, `codes` for decode."""
 
     task: str
-    bandwidth: float | None
+    bandwidth: float
     audio: np.ndarray | None = None
     codes: ClipCodes | None = None
 
 
 def _decode_audio_bytes(payload: bytes, config, max_duration_s: float) -> np.ndarray:
     """WAV/FLAC bytes -> float32 `[C, T]` at the model rate and channel count, with the length checked first."""
-    import soundfile as sf
-
     if not payload:
         raise EndpointRequestError("inputs is empty: send WAV or FLAC bytes, base64 audio, or codes.")
     try:
-        info = sf.info(io.BytesIO(payload))
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise EndpointRequestError(f"Could not read the audio: {err}. Send a WAV or FLAC file.") from None
+        info = audio_info(payload)
+    except AudioFileError as err:
+        raise EndpointRequestError(f"{err}. Send a WAV or FLAC file.") from None
     if info.format not in AUDIO_FORMATS:
         raise EndpointRequestError(
             f"Unsupported audio format {info.format!r} ({info.format_info}); send WAV or FLAC.",
@@ -113,14 +103,13 @@ def _decode_audio_bytes(payload: bytes, config, max_duration_s: float) -> np.nda
     if info.channels not in (1, 2):
         raise EndpointRequestError(f"Expected mono or stereo audio, got {info.channels} channels.")
     try:
-        data, rate = sf.read(io.BytesIO(payload), dtype="float32", always_2d=True)  # [T, C]
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise EndpointRequestError(f"Could not decode the audio data: {err}.") from None
-    audio = np.ascontiguousarray(data.T)  # [C, T]
-    if not np.all(np.isfinite(audio)):
+        audio, rate = read_audio(payload)  # [C, T]
+    except AudioFileError as err:
+        raise EndpointRequestError(f"{err}. Send a WAV or FLAC file.") from None
+    if not bool(torch.isfinite(audio).all()):
         raise EndpointRequestError("The audio contains NaN or infinite samples.")
     # Like Meta's CLI: average to mono or duplicate mono to stereo, then resample to the model's rate.
-    audio = convert_audio(torch.from_numpy(audio), rate, config.sampling_rate, config.audio_channels)
+    audio = convert_audio(audio, rate, config.sampling_rate, config.audio_channels)
     return np.ascontiguousarray(audio.numpy(), dtype=np.float32)
 
 
@@ -137,7 +126,7 @@ def parse_request(data: Any, config, max_duration_s: float = DEFAULT_MAX_DURATIO
     if unknown:
         raise EndpointRequestError(f"Unknown parameter(s) {unknown}; supported: {list(PARAMETERS)}.")
     try:
-        bandwidth = check_bandwidth(config, params.get("bandwidth"))
+        bandwidth = config.resolve_bandwidth(params.get("bandwidth"))
     except (EncodecInputError, TypeError) as err:
         raise EndpointRequestError(str(err)) from None
 
@@ -158,7 +147,7 @@ def parse_request(data: Any, config, max_duration_s: float = DEFAULT_MAX_DURATIO
                 f"'num_samples': int}}; got keys {sorted(inputs)}."
             )
         try:
-            codes = check_codes(config, inputs["audio_codes"], inputs.get("audio_scales"), inputs["num_samples"])
+            codes = ClipCodes.checked(config, inputs["audio_codes"], inputs.get("audio_scales"), inputs["num_samples"])
         except EncodecInputError as err:
             raise EndpointRequestError(f"Malformed codes: {err}") from None
         max_samples = max_duration_s * config.sampling_rate
@@ -201,15 +190,14 @@ class EndpointHandler:
     """
 
     def __init__(self, path: str = "", max_duration_s: float | None = None, device: str | None = None):
-        import torch
-
-        from .clips import feature_extractor_for, load_model
+        from ..codec.feature_extraction import EncodecFeatureExtractor
+        from .hub import load_model
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = load_model(path or ".", device=device)
         self.config = self.model.config
-        self.feature_extractor = feature_extractor_for(self.config)
+        self.feature_extractor = EncodecFeatureExtractor.for_config(self.config)
         if max_duration_s is None:
             max_duration_s = float(os.environ.get("ENCODEC_HF_MAX_DURATION_S", DEFAULT_MAX_DURATION_S))
         if max_duration_s <= 0:
@@ -360,38 +348,3 @@ def serve(endpoint: EndpointHandler, host: str = "127.0.0.1", port: int = 8080, 
         server.serve_forever()
     finally:
         server.server_close()
-
-
-def serve_main(argv: list[str] | None = None) -> int:
-    """Entry point of `encodec-hf serve` (and `python -m encodec_hf.integrations.endpoint`)."""
-    parser = argparse.ArgumentParser(
-        prog="encodec-hf serve",
-        description="Serve the Inference Endpoints handler locally: POST / (audio or JSON), GET /health.",
-    )
-    parser.add_argument("--model", required=True, help="model folder (save_pretrained / Hub repo snapshot) or id")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    parser.add_argument("--max-duration-s", type=float, default=None, help="longest audio accepted (seconds)")
-    parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        endpoint = EndpointHandler(args.model, max_duration_s=args.max_duration_s, device=args.device)
-    except (OSError, ValueError) as err:
-        print(f"serve: error: {err}", file=sys.stderr)
-        return 2
-    server = make_server(endpoint, args.host, args.port, int(args.max_body_mb * 2**20))
-    host, port = server.server_address[:2]
-    print(f"Serving encodec_hf endpoint on http://{host}:{port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(serve_main())

@@ -9,7 +9,8 @@
   `library_name`, `pipeline_tag`, `tags` and `base_model`);
 * the Inference Endpoints files that sit next to the card (`handler.py`, `requirements.txt`).
 
-`push_to_hub` saves that folder to a temporary directory and uploads it with `huggingface_hub.HfApi`.
+`push_to_hub` saves that folder to a temporary directory and uploads it with `huggingface_hub.HfApi`;
+`load_model` is the package's one way to load a model from a Hub repository or a local folder.
 """
 
 from __future__ import annotations
@@ -19,12 +20,28 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["REQUIRED_CARD_FIELDS", "load_model_card", "push_to_hub", "save_for_hub"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["REQUIRED_CARD_FIELDS", "load_model", "load_model_card", "push_to_hub", "save_for_hub"]
 
 REQUIRED_CARD_FIELDS = ("license", "library_name", "pipeline_tag", "tags", "base_model")
 # Files next to a model card that belong in the repo too (Inference Endpoints custom handler).
 ENDPOINT_FILES = ("handler.py", "requirements.txt")
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs):
+    """`EncodecModel.from_pretrained(name_or_path, **kwargs)` in eval mode on `device`: a Hub repository id or a
+    local folder (``config.json`` + weights). The command line, ``compress`` / ``decompress``, the datasets
+    helpers and the endpoint all load models through it.
+    """
+    # Imported here: the endpoint's request parsing and the .ecdc container import this module, and must not
+    # pull in the network definition until a model is actually loaded.
+    from ..codec.modeling import EncodecModel
+
+    return EncodecModel.from_pretrained(os.fspath(name_or_path), **kwargs).to(device).eval()
 
 
 def load_model_card(path: str | os.PathLike, repo_id: str | None = None):
@@ -93,12 +110,12 @@ def save_for_hub(
     Returns:
         `list[str]`: the relative paths of the files written, sorted.
     """
-    from .clips import feature_extractor_for
+    from ..codec.feature_extraction import EncodecFeatureExtractor
 
     card = load_model_card(model_card, repo_id)
     save_directory = Path(save_directory)
     save_directory.mkdir(parents=True, exist_ok=True)
-    fe = feature_extractor if feature_extractor is not None else feature_extractor_for(model.config)
+    fe = feature_extractor if feature_extractor is not None else EncodecFeatureExtractor.for_config(model.config)
     pairs = [(type(model.config), "AutoConfig"), (type(model), "AutoModel"), (type(fe), "AutoFeatureExtractor")]
     with _auto_classes(*pairs) if remote_code else contextlib.nullcontext():
         model.save_pretrained(save_directory, safe_serialization=True)

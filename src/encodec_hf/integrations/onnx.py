@@ -14,13 +14,14 @@ the GroupNorm (48 kHz) model, so codes are not guaranteed to be identical to the
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from ..files import atomic_path
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -52,25 +53,18 @@ def _plain_halves(model) -> tuple[nn.Module, nn.Module]:
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, names: tuple[str, str], axes: tuple[str, str]):
     """Traces `module` on `example` into `path`, written to a temporary file first so nothing partial is left."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about Python ints: the lengths are traced via size()
-            torch.onnx.export(
-                module,
-                (example,),
-                tmp,
-                dynamo=False,
-                input_names=[names[0]],
-                output_names=[names[1]],
-                dynamic_axes={names[0]: {0: "batch", 2: axes[0]}, names[1]: {0: "batch", 2: axes[1]}},
-                opset_version=17,
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python ints: the lengths are traced via size()
+        torch.onnx.export(
+            module,
+            (example,),
+            str(tmp),
+            dynamo=False,
+            input_names=[names[0]],
+            output_names=[names[1]],
+            dynamic_axes={names[0]: {0: "batch", 2: axes[0]}, names[1]: {0: "batch", 2: axes[1]}},
+            opset_version=17,
+        )
 
 
 def export_onnx(model, directory: str | os.PathLike) -> dict[str, Path]:

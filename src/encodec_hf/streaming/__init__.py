@@ -1,23 +1,27 @@
-"""Streaming encode and decode with explicit state, and bounded-memory long files (see ``streams``)."""
+"""Streaming encode and decode with explicit state (``streams``), and long files in bounded memory
+(``codes_file``)."""
 
-from .streams import (
+from .codes_file import (
     CODES_MAGIC,
     CODES_VERSION,
+    CodesFileError,
+    CodesFileInfo,
+    decode_file,
+    encode_file,
+    iter_codes_file,
+    load_codes_file,
+    read_clip_codes,
+)
+from .streams import (
     ChunkDecoderStreamState,
     ChunkEncoderStreamState,
     ChunkStreamingDecoder,
     ChunkStreamingEncoder,
-    CodesFileError,
-    CodesFileInfo,
     DecoderStreamState,
     EncodedChunk,
     EncoderStreamState,
     StreamingDecoder,
     StreamingEncoder,
-    decode_file,
-    encode_file,
-    iter_codes_file,
-    load_codes_file,
     streaming_decoder,
     streaming_encoder,
 )
@@ -40,6 +44,7 @@ __all__ = [
     "encode_file",
     "iter_codes_file",
     "load_codes_file",
+    "read_clip_codes",
     "streaming_decoder",
     "streaming_encoder",
 ]
