@@ -37,3 +37,7 @@ class StreamClosedError(RuntimeError):
 
 class MissingLMError(ValueError):
     """An ``.ecdc`` file needs the entropy-coding LM but the model folder or repository has no LM weights."""
+
+
+class TrainingDataError(ValueError):
+    """Training data cannot be used: bad data options, an empty folder, an unreadable file, bad labels."""
