@@ -1,0 +1,1 @@
+"""Training: losses, the MS-STFT discriminator, the loss balancer, codebook learning and the training loop."""
