@@ -122,3 +122,10 @@ def test_bad_config():
         MultiScaleSTFTDiscriminator(n_ffts=[256], win_lengths=[512])
     with pytest.raises(TrainingConfigError, match="filters"):
         MultiScaleSTFTDiscriminator(filters=0)
+
+
+def test_half_precision_audio_takes_a_float32_stft():
+    torch.manual_seed(0)
+    disc = MultiScaleSTFTDiscriminator(n_ffts=[256, 128])
+    audio = torch.randn(1, 1, 600).bfloat16()
+    assert _max_difference(disc(audio), disc(audio.float())) == 0.0

@@ -175,3 +175,16 @@ def test_commitment_loss_mean_or_sum_over_layers_and_gradient_to_residuals_only(
         commitment_loss(residuals, quantized[:2])
     with pytest.raises(EncodecInputError, match="layer 0"):
         commitment_loss([torch.zeros(1, 8, 5)], [torch.zeros(1, 8, 4)])
+
+
+def test_mel_loss_stays_float32_under_autocast_and_for_half_inputs():
+    torch.manual_seed(0)
+    x, y = torch.randn(1, 1, 1500), torch.randn(1, 1, 1500)
+    loss = MultiScaleMelLoss(24_000)
+    reference = loss(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = loss(x, y)
+    assert under_autocast.dtype == torch.float32
+    assert under_autocast.item() == pytest.approx(reference.item(), rel=1e-6)
+    half = loss(x.bfloat16(), y.bfloat16())
+    assert half.dtype == torch.float32 and half.item() == pytest.approx(reference.item(), rel=0.05)

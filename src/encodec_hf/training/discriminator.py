@@ -125,6 +125,9 @@ class DiscriminatorSTFT(nn.Module):
     def spectrogram(self, audio: torch.Tensor) -> torch.Tensor:
         """Complex STFT ``[B, C, T]`` -> real ``[B, 2C, frames, n_fft // 2 + 1]`` (real parts, then imaginary)."""
         batch, channels, length = audio.shape
+        if audio.dtype not in (torch.float32, torch.float64):
+            # torch.stft has no half-precision kernels on CPU and loses accuracy in them on GPU.
+            audio = audio.float()
         spec = torch.stft(
             audio.reshape(batch * channels, length),
             n_fft=self.n_fft,

@@ -149,24 +149,29 @@ class MultiScaleMelLoss(nn.Module):
         batch, channels, length = audio.shape
         flat = audio.reshape(batch * channels, length).float()
         spectrograms = []
-        for n_fft in self.n_ffts:
-            window = getattr(self, f"window_{n_fft}")
-            spec = torch.stft(
-                flat,
-                n_fft=n_fft,
-                hop_length=n_fft // 4,
-                window=window,
-                center=True,
-                pad_mode="reflect",
-                normalized=False,
-                onesided=True,
-                return_complex=True,
-            )
-            # torchaudio's normalized=True: divide by the window's L2 norm.
-            magnitude = (spec.abs() / window.pow(2).sum().sqrt()).pow(self.power)  # [BC, F, frames]
-            mel = torch.matmul(getattr(self, f"mel_{n_fft}").T, magnitude)  # [BC, M, frames]
-            spectrograms.append(mel.reshape(batch, channels, *mel.shape[-2:]))
+        # Float32 throughout, also under autocast: power spectra span many orders of magnitude.
+        with torch.autocast(device_type=audio.device.type, enabled=False):
+            for n_fft in self.n_ffts:
+                spectrograms.append(self._mel(flat, n_fft).reshape(batch, channels, -1, 1 + length // (n_fft // 4)))
         return spectrograms
+
+    def _mel(self, flat: torch.Tensor, n_fft: int) -> torch.Tensor:
+        """``[N, T]`` float32 -> ``[N, n_mels, frames]``."""
+        window = getattr(self, f"window_{n_fft}")
+        spec = torch.stft(
+            flat,
+            n_fft=n_fft,
+            hop_length=n_fft // 4,
+            window=window,
+            center=True,
+            pad_mode="reflect",
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
+        # torchaudio's normalized=True: divide by the window's L2 norm.
+        magnitude = (spec.abs() / window.pow(2).sum().sqrt()).pow(self.power)  # [N, F, frames]
+        return torch.matmul(getattr(self, f"mel_{n_fft}").T, magnitude)
 
     def forward(self, decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_pair(decoded, target, "MultiScaleMelLoss")
