@@ -35,8 +35,9 @@ stay usable, and codecs must code silence anyway) or dropped at construction (`s
 
 Everything that can be checked is checked at construction, before any training step: option values, empty
 folders, unreadable or empty files (named), label values, and channel counts under `channel_policy="strict"`.
-Per-file RMS comes from the manifest when given (`conversion/prepare_training_data.py` writes it) and is
-otherwise measured at construction by decoding every file once, which also proves each file decodes fully.
+Per-file RMS (at the model's rate and channels) comes from the manifest when given
+(`conversion/prepare_training_data.py` writes it for 24 kHz mono) and is otherwise measured at construction by
+decoding every file once, which also proves each file decodes fully.
 All errors are `encodec_hf.errors.TrainingDataError` (a `ValueError`).
 
 Decoding is soundfile (libsndfile: WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF) only: no FFmpeg or torchcodec.
@@ -97,7 +98,7 @@ class AudioSource:
         sampling_rate: its own rate in Hz.
         channels: its own channel count.
         label: "music", "speech", "other" or None.
-        rms: root mean square over all samples and channels (linear), or None until measured.
+        rms: root mean square (linear) at the model's rate and channel count, or None until measured.
     """
 
     ref: str | int
@@ -142,32 +143,40 @@ def _array_value(value: Any) -> np.ndarray | None:
     return None
 
 
-def _measure(value: Any, name: str) -> tuple[int, int, int, float]:
-    """Decode `value` fully: `(num_frames, sampling_rate, channels, rms)`. Proves the whole file decodes."""
+def _measure_rms(value: Any, name: str, rate: int, channels: int) -> float:
+    """RMS of the whole item as the model sees it (at `rate` with `channels`); decoding it all proves it decodes.
+
+    Long files are converted in 30 s blocks: the block edges change the estimate by far less than a dB.
+    """
     array = _array_value(value)
+    total, count = 0.0, 0
     if array is not None:
-        if value.get("sampling_rate") is None:
-            raise TrainingDataError(f"{name}: an audio dict with 'array' must also give 'sampling_rate'.")
-        rms = float(np.sqrt(np.mean(np.square(array, dtype=np.float64)))) if array.size else 0.0
-        return array.shape[-1], int(value["sampling_rate"]), array.shape[0], rms
-    with _open(value, name) as f:
-        total, frames = 0.0, 0
-        try:
-            for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
-                total += float(np.square(block, dtype=np.float64).sum())
-                frames += block.shape[0]
-        except Exception as err:  # libsndfile reports truncated or corrupt data mid-file this way
-            raise TrainingDataError(f"{name}: decoding failed after {frames} frames ({err}).") from err
-        channels, rate = f.channels, f.samplerate
-    rms = math.sqrt(total / (frames * channels)) if frames else 0.0
-    return frames, rate, channels, rms
+        blocks, source_rate = [array.T], int(value["sampling_rate"])
+    else:
+        f = _open(value, name)
+        blocks, source_rate = f.blocks(blocksize=30 * f.samplerate, dtype="float32", always_2d=True), f.samplerate
+    try:
+        for block in blocks:  # [T, C]
+            converted = convert_audio(torch.from_numpy(np.ascontiguousarray(block.T)), source_rate, rate, channels)
+            total += float(converted.double().pow(2).sum())
+            count += converted.numel()
+    except TrainingDataError:
+        raise
+    except Exception as err:  # libsndfile reports truncated or corrupt data mid-file this way
+        raise TrainingDataError(f"{name}: decoding failed part-way ({err}).") from err
+    finally:
+        if array is None:
+            f.close()
+    return math.sqrt(total / count) if count else 0.0
 
 
 def _header(value: Any, name: str) -> tuple[int, int, int]:
     """`(num_frames, sampling_rate, channels)` from the header only."""
     array = _array_value(value)
     if array is not None:
-        return _measure(value, name)[:3]
+        if value.get("sampling_rate") is None:
+            raise TrainingDataError(f"{name}: an audio dict with 'array' must also give 'sampling_rate'.")
+        return array.shape[-1], int(value["sampling_rate"]), array.shape[0]
     with _open(value, name) as f:
         return f.frames, f.samplerate, f.channels
 
@@ -299,8 +308,8 @@ def index_hf_dataset(dataset, audio_column: str = "audio", label_column: str | N
         name = f"row {row}" + (f" ({where})" if where else "")
         if isinstance(value, str):
             value = {"path": value, "bytes": None}
-        frames, rate, channels, rms = _measure(value, name)
-        sources.append(AudioSource(row, name, frames, rate, channels, _check_label(labels[row], name), rms))
+        frames, rate, channels = _header(value, name)
+        sources.append(AudioSource(row, name, frames, rate, channels, _check_label(labels[row], name)))
     return dataset, sources
 
 
@@ -391,7 +400,7 @@ class AudioCropDataset(torch.utils.data.Dataset):
         return source.ref
 
     def _with_rms(self, source: AudioSource) -> AudioSource:
-        rms = _measure(self._value(source), source.name)[3]
+        rms = _measure_rms(self._value(source), source.name, self.sampling_rate, self.channels)
         return AudioSource(**{**source.__dict__, "rms": rms})
 
     def _target_length(self, source: AudioSource) -> int:
