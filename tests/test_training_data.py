@@ -182,6 +182,8 @@ def test_datasets_dataset_matches_the_same_files(labelled):
     with open(sources[1].name, "rb") as f:
         embedded = datasets.Dataset.from_dict({"audio": [{"bytes": f.read(), "path": None}]})
     assert dataset(embedded)[0].shape == (1, 2000)
+    decoded = datasets.Dataset.from_dict({"audio": [{"array": [0.1, -0.1] * 2000, "sampling_rate": 16000}]})
+    assert dataset(decoded, channels=2)[0].shape == (2, 2000)
 
 
 @pytest.mark.parametrize(
@@ -222,6 +224,10 @@ def test_bad_data_raises_at_construction_naming_the_file(tmp_path):
     broken.write_bytes(b"RIFF\x00\x00not really a wave file")
     with pytest.raises(TrainingDataError, match=r"bad\.wav: soundfile cannot read it"):
         dataset(broken.parent)
+    damaged = write(tmp_path / "damaged" / "cut.flac", 2.0)
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # header intact, half the frames
+    with pytest.raises(TrainingDataError, match=r"cut\.flac: decoding failed part-way"):
+        dataset(damaged.parent)
     silent = tmp_path / "zero.wav"
     sf.write(str(silent), np.zeros((0, 1), dtype=np.float32), RATE)
     with pytest.raises(TrainingDataError, match=r"zero\.wav: the file has no audio frames"):

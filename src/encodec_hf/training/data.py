@@ -114,9 +114,7 @@ class AudioSource:
         return self.num_frames / self.sampling_rate
 
 
-# --------------------------------------------------------------------------------------------------
 # Decoding (soundfile only).
-# --------------------------------------------------------------------------------------------------
 
 
 def _open(value: Any, name: str):
@@ -148,25 +146,25 @@ def _measure_rms(value: Any, name: str, rate: int, channels: int) -> float:
 
     Long files are converted in 30 s blocks: the block edges change the estimate by far less than a dB.
     """
+    import soundfile as sf
+
     array = _array_value(value)
-    total, count = 0.0, 0
     if array is not None:
-        blocks, source_rate = [array.T], int(value["sampling_rate"])
-    else:
-        f = _open(value, name)
-        blocks, source_rate = f.blocks(blocksize=30 * f.samplerate, dtype="float32", always_2d=True), f.samplerate
-    try:
-        for block in blocks:  # [T, C]
-            converted = convert_audio(torch.from_numpy(np.ascontiguousarray(block.T)), source_rate, rate, channels)
+        converted = convert_audio(torch.from_numpy(array), int(value["sampling_rate"]), rate, channels)
+        return float(converted.double().pow(2).mean().sqrt()) if converted.numel() else 0.0
+    total, count = 0.0, 0
+    with _open(value, name) as f:
+        blocks = f.blocks(blocksize=30 * f.samplerate, dtype="float32", always_2d=True)
+        while True:
+            try:
+                block = next(blocks, None)  # [T, C]
+            except sf.LibsndfileError as err:  # a truncated or corrupt FLAC/OGG stops here
+                raise TrainingDataError(f"{name}: decoding failed part-way ({err}); the file is damaged.") from err
+            if block is None:
+                break
+            converted = convert_audio(torch.from_numpy(np.ascontiguousarray(block.T)), f.samplerate, rate, channels)
             total += float(converted.double().pow(2).sum())
             count += converted.numel()
-    except TrainingDataError:
-        raise
-    except Exception as err:  # libsndfile reports truncated or corrupt data mid-file this way
-        raise TrainingDataError(f"{name}: decoding failed part-way ({err}).") from err
-    finally:
-        if array is None:
-            f.close()
     return math.sqrt(total / count) if count else 0.0
 
 
@@ -199,9 +197,7 @@ def _read(value: Any, name: str, start: int, frames: int) -> np.ndarray:
     return out
 
 
-# --------------------------------------------------------------------------------------------------
 # Indexing sources: folders, manifests, file lists, `datasets` datasets.
-# --------------------------------------------------------------------------------------------------
 
 
 def _check_label(label: Any, name: str) -> str | None:
@@ -313,9 +309,7 @@ def index_hf_dataset(dataset, audio_column: str = "audio", label_column: str | N
     return dataset, sources
 
 
-# --------------------------------------------------------------------------------------------------
 # The dataset.
-# --------------------------------------------------------------------------------------------------
 
 
 class AudioCropDataset(torch.utils.data.Dataset):
@@ -452,15 +446,8 @@ class AudioCropDataset(torch.utils.data.Dataset):
     def describe(self, index: int) -> dict[str, Any]:
         """What item `index` is made of: strategy and, per source, name, label, offset (s) and gain (dB)."""
         name, plan = self._plan(index)
-        parts = [
-            {
-                "name": self.sources[i].name,
-                "label": self.sources[i].label,
-                "offset_s": offset / self.sampling_rate,
-                "gain_db": gain,
-            }
-            for i, offset, gain in plan
-        ]
+        rate, sources = self.sampling_rate, self.sources
+        parts = [dict(name=sources[i].name, label=sources[i].label, offset_s=o / rate, gain_db=g) for i, o, g in plan]
         return {"strategy": name, "sources": parts}
 
     def _crop(self, source: AudioSource, offset: int) -> torch.Tensor:
@@ -543,11 +530,9 @@ def build_dataset(
         raise TrainingDataError(f"{path}: no such file or folder.")
     if isinstance(data, (list, tuple)):
         return AudioCropDataset(index_files(data), sampling_rate, channels, **options)
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        datasets = None
-    if datasets is not None and isinstance(data, (datasets.Dataset, datasets.IterableDataset)):
+    import datasets
+
+    if isinstance(data, (datasets.Dataset, datasets.IterableDataset)):
         data, sources = index_hf_dataset(data, audio_column, label_column)
         return AudioCropDataset(
             sources, sampling_rate, channels, hf_dataset=data, audio_column=audio_column, **options
