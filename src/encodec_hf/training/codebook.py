@@ -57,14 +57,17 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def sample_vectors(samples: torch.Tensor, num: int) -> torch.Tensor:
-    """``num`` rows of ``samples`` `[N, D]` drawn without replacement when N >= num, else with (torch's RNG)."""
+def sample_vectors(samples: torch.Tensor, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``num`` rows of ``samples`` `[N, D]` drawn without replacement when N >= num, else with replacement.
+
+    ``generator`` is a CPU generator (torch's global one when None); the indices then move to the samples' device.
+    """
     count = samples.shape[0]
     if count >= num:
-        indices = torch.randperm(count, device=samples.device)[:num]
+        indices = torch.randperm(count, generator=generator)[:num]
     else:
-        indices = torch.randint(0, count, (num,), device=samples.device)
-    return samples[indices]
+        indices = torch.randint(0, count, (num,), generator=generator)
+    return samples[indices.to(samples.device)]
 
 
 def nearest(samples: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
@@ -78,10 +81,10 @@ def nearest(samples: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
 
 
 def kmeans(
-    samples: torch.Tensor, num_clusters: int, num_iters: int = KMEANS_ITERS
+    samples: torch.Tensor, num_clusters: int, num_iters: int = KMEANS_ITERS, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on `[N, D]`: centres `[K, D]` and cluster sizes `[K]`; empty clusters keep their centre."""
-    means = sample_vectors(samples, num_clusters)
+    means = sample_vectors(samples, num_clusters, generator)
     counts = torch.zeros(num_clusters, dtype=samples.dtype, device=samples.device)
     for _ in range(num_iters):
         buckets = nearest(samples, means)
@@ -97,6 +100,10 @@ class TrainingQuantizer(nn.Module):
 
     It holds no state of its own: the codebooks stay where the checkpoint keys put them. ``learn_codebooks=False``
     (decoder-only fine-tuning) quantizes exactly like inference and leaves every buffer untouched.
+
+    Its random draws (k-means starts, dead-code replacements) come from its own ``generator``, seeded with
+    ``seed``: a checkpoint saves its state, and nothing else that touches torch's global RNG (a DataLoader
+    starting its iterator, say) can shift them.
     """
 
     def __init__(
@@ -107,6 +114,7 @@ class TrainingQuantizer(nn.Module):
         dead_code_threshold: float = DEAD_CODE_THRESHOLD,
         kmeans_iters: int = KMEANS_ITERS,
         learn_codebooks: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         # A plain attribute, not a submodule: the buffers are registered once, under the model.
@@ -116,6 +124,7 @@ class TrainingQuantizer(nn.Module):
         self.dead_code_threshold = dead_code_threshold
         self.kmeans_iters = kmeans_iters
         self.learn_codebooks = learn_codebooks
+        self.generator = torch.Generator().manual_seed(seed)
 
     @property
     def codebooks(self) -> list[nn.Module]:
@@ -154,7 +163,7 @@ class TrainingQuantizer(nn.Module):
     # ------------------------------------------------------------------ learning steps
     @torch.no_grad()
     def _kmeans_init(self, codebook: nn.Module, samples: torch.Tensor) -> None:
-        means, counts = kmeans(samples, codebook.embed.shape[0], self.kmeans_iters)
+        means, counts = kmeans(samples, codebook.embed.shape[0], self.kmeans_iters, self.generator)
         codebook.embed.copy_(means)
         codebook.embed_avg.copy_(means)
         codebook.cluster_size.copy_(counts)
@@ -190,7 +199,7 @@ class TrainingQuantizer(nn.Module):
         num_dead = int(dead.sum())
         if num_dead == 0:
             return
-        vectors = sample_vectors(samples, num_dead)
+        vectors = sample_vectors(samples, num_dead, self.generator)
         if _distributed():
             dist.broadcast(vectors, src=0)
         codebook.embed[dead] = vectors

@@ -64,11 +64,11 @@ class _AddLoss(torch.autograd.Function):
 class CodecForTraining(nn.Module):
     """Wraps an ``EncodecModel`` for training: audio `[B, C, T]` -> (decoded `[B, C, T]`, commitment loss)."""
 
-    def __init__(self, model: nn.Module, train_encoder: bool = True) -> None:
+    def __init__(self, model: nn.Module, train_encoder: bool = True, seed: int = 0) -> None:
         super().__init__()
         self.model = model
         self.train_encoder = train_encoder
-        self.quantizer = TrainingQuantizer(model.quantizer, learn_codebooks=train_encoder)
+        self.quantizer = TrainingQuantizer(model.quantizer, learn_codebooks=train_encoder, seed=seed)
 
     def forward(self, audio: torch.Tensor, num_quantizers: int) -> tuple[torch.Tensor, torch.Tensor]:
         scale = None
@@ -200,7 +200,8 @@ class Trainer:
         train_encoder = c.model.trainable == "all"
         if not train_encoder:
             self.model.encoder.requires_grad_(False)
-        self.codec = CodecForTraining(self.model, train_encoder=train_encoder)
+        self.codec = CodecForTraining(self.model, train_encoder=train_encoder, seed=c.run.seed)
+        self._quantizer_rng = self.codec.quantizer.generator
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt_g = torch.optim.Adam(params, lr=c.optim.lr, betas=c.optim.betas, weight_decay=c.optim.weight_decay)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=disc_cfg.lr, betas=disc_cfg.betas)
@@ -387,6 +388,7 @@ class Trainer:
             "balancer": self.balancer.state_dict(),
             "warmup_balancer": self.warmup_balancer.state_dict() if self.warmup_balancer else None,
             "ema": self.ema.state_dict() if self.ema else None,
+            "quantizer_rng": self._quantizer_rng.get_state(),
             "config": self.config.to_dict(),
         }
 
@@ -422,6 +424,7 @@ class Trainer:
             self.warmup_balancer.load_state_dict(state["warmup_balancer"])
         if self.ema is not None and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
+        self._quantizer_rng.set_state(state["quantizer_rng"])
         self.step = int(state["step"])
         logger.info("Resumed from %s (step %d).", folder, self.step)
 
