@@ -217,3 +217,25 @@ def test_unreadable_or_missing_data_fails_before_any_step(tmp_path):
     with pytest.raises(TrainingDataError, match="no such file or folder"):
         Trainer(TrainingConfig.from_dict(tiny_training_config(tmp_path / "missing", output)))
     assert not (output / "metrics.jsonl").exists()
+
+
+def test_cli_train_with_a_yaml_config_and_overrides(clips, tmp_path, capsys):
+    import yaml
+
+    from encodec_hf.cli import main
+
+    output = tmp_path / "run"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tiny_training_config(clips, output)))
+    assert main(["train", str(path), "run.steps=2", "--set", "optim.lr=3e-4", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["run"]["steps"] == 2 and printed["optim"]["lr"] == 3e-4
+    assert main(["train", str(path), "run.steps=2"]) == 0
+    assert [m["step"] for m in _metrics(output)] == [1, 2]
+    assert EncodecModel.from_pretrained(output).config.sampling_rate == 8000
+
+    capsys.readouterr()
+    assert main(["train", str(path), "optim.betas=[0.5]"]) == 1
+    assert "optim.betas" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 1
+    assert "does not exist" in capsys.readouterr().err
