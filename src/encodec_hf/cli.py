@@ -195,7 +195,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     output = train(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from the first process
-            _err(f"Model saved to {output} (EncodecModel.from_pretrained({str(output)!r})).")
+        _err(f"Model saved to {output} (EncodecModel.from_pretrained({str(output)!r})).")
     return 0
 
 
