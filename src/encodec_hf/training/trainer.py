@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,9 @@ class Trainer:
         ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
         # Precision is our own autocast, not Accelerator(mixed_precision=...): accelerate's state is a process-wide
         # singleton that refuses a second setting, and one process may build several trainers (tests, notebooks).
-        self.accelerator = accelerator or Accelerator(cpu=c.run.cpu, kwargs_handlers=[ddp])
+        # accelerate runs several CPU processes (torchrun without GPUs) as DDP over gloo only when told cpu=True.
+        cpu = c.run.cpu or (not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1)
+        self.accelerator = accelerator or Accelerator(cpu=cpu, kwargs_handlers=[ddp])
         acc = self.accelerator
         self._bf16 = c.run.mixed_precision == "bf16"
         self.rank, self.world = acc.process_index, acc.num_processes
