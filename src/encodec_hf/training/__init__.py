@@ -5,8 +5,8 @@
     config = load_config("train.yaml", ["optim.lr=1e-4"])  # or TrainingConfig.from_dict({...})
     Trainer(config).train()  # writes a folder that EncodecModel.from_pretrained loads
 
-Needs the ``[train]`` extra (accelerate, pyyaml); see docs/training.md. Importing this package does not import
-accelerate: the trainer does, when built.
+Needs the ``[train]`` extra (accelerate, pyyaml); see docs/training.md. The package imports without them: the
+trainer imports accelerate when built, the config loader pyyaml when it reads YAML.
 """
 
 from .balancer import PAPER_LOSS_WEIGHTS, Balancer
