@@ -38,6 +38,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -207,8 +208,11 @@ def decode(data: bytes, suffix: str) -> tuple[np.ndarray, int]:
     if suffix not in FFMPEG_SUFFIXES:
         audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
         return audio.T, rate
-    cmd = ["ffmpeg", "-v", "error", *FFMPEG_SUFFIXES[suffix], "-i", "pipe:0", "-f", "wav", "-c:a", "pcm_f32le"]
-    out = run(["nice", "-n", "19", *cmd, "pipe:1"], input=data, capture_output=True).stdout
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:  # tracker modules need a seekable input
+        tmp.write(data)
+        tmp.flush()
+        cmd = ["ffmpeg", "-v", "error", *FFMPEG_SUFFIXES[suffix], "-i", tmp.name, "-f", "wav", "-c:a", "pcm_f32le"]
+        out = run(["nice", "-n", "19", *cmd, "pipe:1"], capture_output=True).stdout
     audio, rate = sf.read(io.BytesIO(out), dtype="float32", always_2d=True)
     return audio.T, rate
 
@@ -344,6 +348,13 @@ def synthesise(args, out: Path, manifest: list[dict], totals: dict) -> None:
             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         )
     passages = kjv_passages()
+    versions = {
+        name: "+".join(
+            run(["dpkg-query", "-W", "-f", "${Version}", p], capture_output=True, text=True).stdout
+            for p in tool["packages"] + [TEXT_PACKAGE]
+        )
+        for name, tool in SYNTH_TOOLS.items()
+    }
     voices = [("festival-slt-hts", None)] * 2 + [("espeak-ng", v) for v in ("en-us", "en-gb", "en-us+f3")]
     budget = {"festival-slt-hts": args.synthetic_minutes * 0.6, "espeak-ng": args.synthetic_minutes * 0.4}
     minutes = dict.fromkeys(budget, 0.0)
@@ -375,7 +386,7 @@ def synthesise(args, out: Path, manifest: list[dict], totals: dict) -> None:
                 duration=round(duration, 3),
                 rms_db=round(rms_db, 2),
                 source_package="+".join(info["packages"] + [TEXT_PACKAGE]),
-                package_version="",
+                package_version=versions[tool],
                 source_file=f"{tool}{':' + voice if voice else ''} passage {n}",
                 licence=info["licence"],
                 copyright=info["copyright"],
