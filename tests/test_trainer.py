@@ -239,3 +239,41 @@ def test_cli_train_with_a_yaml_config_and_overrides(clips, tmp_path, capsys):
     assert "optim.betas" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "nope.yaml")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+CHUNKED = dict(
+    audio_channels=2,
+    normalize=True,
+    chunk_length_s=0.25,
+    overlap=0.01,
+    norm_type="time_group_norm",
+    use_causal_conv=False,
+)
+
+
+@pytest.mark.parametrize("overrides", [{}, CHUNKED], ids=["causal-mono", "normalized-stereo"])
+def test_training_forward_is_the_inference_codec(overrides):
+    """Frozen, the training path gives what encode + decode give (one 1-chunk crop for the chunked model), and a
+    normalising model codes the crop divided by its RMS: 10x louder in, 10x louder out."""
+    from encodec_hf.training.trainer import CodecForTraining
+
+    model = random_model(tiny_config(**overrides))
+    codec = CodecForTraining(model, train_encoder=False).eval()
+    # With no overlap a 2000-sample clip is exactly one chunk (with overlap, inference adds a 20-sample second one).
+    model.config.overlap = 0.0
+    x = audio(2, model.config.audio_channels, 2000)
+    with torch.no_grad():
+        decoded, _ = codec(x, 4)
+        louder, _ = codec(10 * x, 4)
+        reference = model.decode(**model.encode(x, bandwidth=24.0)).audio_values
+    torch.testing.assert_close(decoded, reference, rtol=1e-4, atol=1e-5)
+    if model.config.normalize:
+        torch.testing.assert_close(louder, 10 * decoded, rtol=1e-4, atol=1e-5)
+
+
+def test_normalized_stereo_model_trains(clips, tmp_path):
+    values = tiny_training_config(clips, tmp_path / "run", run={"steps": 2})
+    values["model"]["config"].update(CHUNKED)
+    last = Trainer(TrainingConfig.from_dict(values)).train()
+    assert np.isfinite(last["loss/mel"])
+    assert EncodecModel.from_pretrained(tmp_path / "run").config.audio_channels == 2
