@@ -1,7 +1,7 @@
 """Training speed: optimizer steps per second and seconds of audio per second, forward and backward.
 
 Each case builds a :class:`~encodec_hf.training.trainer.Trainer` on synthetic tones written to a temporary folder
-(never the held-out clips), runs warm-up steps (the first does the k-means codebook init), then times whole
+(never the held-out clips), runs warm-up steps (with every codebook, so they run all the k-means initialisations), then times whole
 training steps: codec forward, losses, balancer backward (with the commitment loss), the adversary's forward and
 backward when it updates, and both Adam steps. Steps alternate with and without the adversary's update as the
 seeded draw (probability 2/3) decides, so the figure is the mean of a real run's mix; the codebook count is drawn
@@ -100,6 +100,11 @@ def bench_case(name: str, batch: int, crop: float, steps: int, warmup: int, work
     }
     trainer = Trainer(TrainingConfig.from_dict(values))
     trainer.save = lambda: None  # not timing checkpoint writes
+    # Warm-up steps use every codebook, so that no timed step runs a k-means initialisation.
+    drawn = trainer._decisions
+    trainer._decisions = lambda step: (
+        (trainer.model.config.num_quantizers, drawn(step)[1]) if step < warmup else drawn(step)
+    )
     trainer.train()
     lines = (Path(values["run"]["output_dir"]) / "metrics.jsonl").read_text().splitlines()
     timed = [m for m in map(json.loads, lines) if "time/steps_per_s" in m][warmup:]
