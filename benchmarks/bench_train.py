@@ -1,12 +1,12 @@
 """Training speed: optimizer steps per second and seconds of audio per second, forward and backward.
 
 Each case builds a :class:`~encodec_hf.training.trainer.Trainer` on synthetic tones written to a temporary folder
-(never the held-out clips), runs warm-up steps (with every codebook, so they run all the k-means initialisations), then times whole
-training steps: codec forward, losses, balancer backward (with the commitment loss), the adversary's forward and
-backward when it updates, and both Adam steps. Steps alternate with and without the adversary's update as the
-seeded draw (probability 2/3) decides, so the figure is the mean of a real run's mix; the codebook count is drawn
-per step too. Durations are the trainer's own per-step timings (``time/steps_per_s`` in ``metrics.jsonl``); they
-include fetching the batch from the DataLoader (main process, ``num_workers=0``).
+(never the held-out clips), runs warm-up steps (with every codebook, so they run all the k-means initialisations),
+then times whole training steps: codec forward, losses, balancer backward (with the commitment loss), the
+adversary's forward and backward when it updates, and both Adam steps. Steps alternate with and without the
+adversary's update as the seeded draw (probability 2/3) decides, so the figure is the mean of a real run's mix;
+the codebook count is drawn per step too. Durations are the trainer's own per-step timings (``time/steps_per_s``
+in ``metrics.jsonl``); they include fetching the batch from the DataLoader (main process, ``num_workers=0``).
 
 Usage::
 
