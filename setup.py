@@ -32,7 +32,18 @@ setup(
     extras_require={
         # Optional ONNX export and onnxruntime inference (encodec_hf.integrations.onnx).
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "einops>=0.6", "onnx>=1.16", "onnxruntime>=1.18"],
+        # Training and fine-tuning (encodec_hf.training, `encodec-hf train`).
+        "train": ["accelerate>=1.0", "pyyaml>=6.0"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "einops>=0.6",
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+            "accelerate>=1.0",
+            "pyyaml>=6.0",
+        ],
     },
     entry_points={"console_scripts": ["encodec-hf=encodec_hf.cli:main"]},
 )

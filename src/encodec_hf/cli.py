@@ -5,6 +5,7 @@
     encodec-hf IN [OUT]          # picks by suffix: .ecdc in -> decompress, anything else -> compress
     encodec-hf encode-dataset ...   # see encodec_hf.integrations.datasets
     encodec-hf serve ...            # see encodec_hf.integrations.endpoint
+    encodec-hf train [CONFIG.yaml] [KEY=VALUE ...] [--set KEY=VALUE]   # see docs/training.md
 
 Subcommands live in the `SUBCOMMANDS` table: a new one (e.g. `encode-dataset`, `serve`) is one
 `Subcommand(help, add_arguments, run)` entry, so front-ends can grow without touching the others.
@@ -172,6 +173,37 @@ def run_decompress(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- train
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "items",
+        nargs="*",
+        metavar="[CONFIG.yaml] [KEY=VALUE ...]",
+        help="a YAML config (see docs/training.md), then overrides such as optim.lr=1e-4 run.steps=1000",
+    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .training.config import load_config
+
+    items = list(args.items)
+    path = items.pop(0) if items and "=" not in items[0] else None
+    config = load_config(path, items + args.set)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    from .training.trainer import train
+
+    output = train(config)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from the first process
+        _err(f"Model saved to {output} (EncodecModel.from_pretrained({str(output)!r})).")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- dispatch
 @dataclass(frozen=True)
 class Subcommand:
@@ -183,6 +215,9 @@ class Subcommand:
 SUBCOMMANDS: dict[str, Subcommand] = {
     "compress": Subcommand("audio file -> .ecdc (or .wav round trip)", _add_compress_arguments, run_compress),
     "decompress": Subcommand(".ecdc -> audio file", _add_decompress_arguments, run_decompress),
+    "train": Subcommand(
+        "train or fine-tune a codec from a YAML config (accelerate / torchrun)", _add_train_arguments, run_train
+    ),
 }
 
 

@@ -15,6 +15,8 @@ __all__ = [
     "SamplingRateError",
     "StreamClosedError",
     "StreamingNotSupportedError",
+    "TrainingConfigError",
+    "TrainingDataError",
     "UnsupportedBandwidthError",
 ]
 
@@ -53,3 +55,11 @@ class StreamClosedError(RuntimeError):
 
 class MissingLMError(ValueError):
     """An ``.ecdc`` file needs the entropy-coding LM but the model folder or repository has no LM weights."""
+
+
+class TrainingConfigError(ValueError):
+    """A training option or component is configured inconsistently (unknown or missing loss names, bad weights)."""
+
+
+class TrainingDataError(ValueError):
+    """Training data cannot be used: bad data options, an empty folder, an unreadable file, bad labels."""
