@@ -37,3 +37,11 @@ class StreamClosedError(RuntimeError):
 
 class MissingLMError(ValueError):
     """An ``.ecdc`` file needs the entropy-coding LM but the model folder or repository has no LM weights."""
+
+
+class MetricInputError(ValueError):
+    """A clip cannot be scored by a quality metric (silent, too short, shapes differ)."""
+
+
+class OpusUnavailableError(RuntimeError):
+    """The Opus baseline's tools (`opusenc` / `opusdec` from Debian's opus-tools) are not on PATH."""
