@@ -9,8 +9,7 @@ from typing import Any
 
 from . import metrics as M
 from .inputs import Clip, Problem, load_dataset_clips, load_files
-from .runner import CONTENTS, aggregate, metric_names, plan_tasks, resolve_models, run_tasks
-from .runner import Row  # noqa: F401  (re-exported for type hints of users)
+from .runner import CONTENTS, Row, aggregate, metric_names, plan_tasks, resolve_models, run_tasks
 
 SCHEMA_VERSION = 1
 DEFAULT_MAX_SECONDS = 30.0
@@ -116,10 +115,16 @@ def evaluate(
         if clip.truncated
     ]
     formats = sorted({(s.sampling_rate, s.channels) for s in specs})
-    notes += [M.resampling_note(name, rate) for name in names if name.startswith(("visqol", "pesq", "stoi")) for rate, _ in formats]
     notes += [
-        f"References: each clip converted to the model's rate and channels ({', '.join(f'{r} Hz x {c}' for r, c in formats)}) "
-        "with encodec_hf.audio_io.convert_audio; Opus and the anchors run on that same reference."
+        M.resampling_note(name, rate)
+        for name in names
+        if name.startswith(("visqol", "pesq", "stoi"))
+        for rate, _ in formats
+    ]
+    notes += [
+        "References: each clip converted to the model's rate and channels "
+        f"({', '.join(f'{r} Hz x {c}' for r, c in formats)}) with encodec_hf.audio_io.convert_audio; "
+        "Opus and the anchors run on that same reference."
     ]
     tasks = plan_tasks(clips, specs, content, opus_kbps, baselines)
     rows = run_tasks(tasks, workers=workers, device=device, progress=progress)
@@ -136,8 +141,14 @@ def evaluate(
         workers=workers,
     )
     clip_info = [
-        dict(name=c.name, sampling_rate=c.sampling_rate, channels=int(c.audio.shape[0]), seconds=c.seconds,
-             original_seconds=c.original_seconds, truncated=c.truncated)
+        dict(
+            name=c.name,
+            sampling_rate=c.sampling_rate,
+            channels=int(c.audio.shape[0]),
+            seconds=c.seconds,
+            original_seconds=c.original_seconds,
+            truncated=c.truncated,
+        )
         for c in clips
     ]
     return EvaluationResult(

@@ -61,9 +61,7 @@ def _expand(source: str | os.PathLike) -> list[Path]:
     return [path]
 
 
-def load_files(
-    sources: list[str | os.PathLike], max_seconds: float | None = None
-) -> tuple[list[Clip], list[Problem]]:
+def load_files(sources: list[str | os.PathLike], max_seconds: float | None = None) -> tuple[list[Clip], list[Problem]]:
     """Read audio files and every audio file under folders (sorted); unreadable ones become problems."""
     from ..audio_io import load_audio
 

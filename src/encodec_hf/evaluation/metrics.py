@@ -204,9 +204,7 @@ def _check_perceptual(reference, estimate, sampling_rate: int, name: str) -> Non
     _check_not_silent(ref)
     seconds = ref.shape[-1] / sampling_rate
     if seconds < MIN_SECONDS[name]:
-        raise MetricInputError(
-            f"{name} needs at least {MIN_SECONDS[name]} s of audio; this clip has {seconds:.3f} s."
-        )
+        raise MetricInputError(f"{name} needs at least {MIN_SECONDS[name]} s of audio; this clip has {seconds:.3f} s.")
 
 
 def resampling_note(metric: str, sampling_rate: int) -> str:
@@ -275,7 +273,9 @@ def stoi(estimate, reference, sampling_rate: int, extended: bool = False) -> flo
         warnings.simplefilter("always")
         score = pystoi_stoi(ref, est, sampling_rate, extended=extended)
     if any("Not enough STFT frames" in str(w.message) for w in caught):
-        raise MetricInputError("STOI needs at least 30 non-silent STFT frames (~0.4 s of speech); this clip has fewer.")
+        raise MetricInputError(
+            "STOI needs at least 30 non-silent STFT frames (~0.4 s of speech); this clip has fewer."
+        )
     return float(score)
 
 

@@ -121,7 +121,8 @@ def opus_round_trip(audio: np.ndarray, sampling_rate: int, bitrate_kbps: float) 
             [OPUSENC, "--quiet", "--hard-cbr", "--bitrate", f"{bitrate_kbps:g}", "--framesize", "20"]
             + ["--comp", "10", "--padding", "0", "--discard-comments", source, encoded]
         )
-        data = open(encoded, "rb").read()
+        with open(encoded, "rb") as f:
+            data = f.read()
         _run([OPUSDEC, "--quiet", "--float", "--rate", str(sampling_rate), "--force-wav", encoded, decoded])
         out, rate = sf.read(decoded, dtype="float32", always_2d=True)
     out = out.T

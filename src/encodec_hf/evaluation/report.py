@@ -53,9 +53,7 @@ def markdown_notes(result) -> str:
     """Notes (cuts, resampling, LM) and problems (skipped inputs, metrics that could not score a clip)."""
     lines = [f"- {note}" for note in result.notes]
     lines += [
-        "- problem: "
-        + ": ".join(x for x in (p.clip, p.condition, p.metric) if x)
-        + f": {p.message}"
+        "- problem: " + ": ".join(x for x in (p.clip, p.condition, p.metric) if x) + f": {p.message}"
         for p in result.problems
     ]
     return "\n".join(lines) + ("\n" if lines else "")
@@ -145,7 +143,7 @@ def plot_metrics(result, directory: str | os.PathLike) -> list[Path]:
             ]
             if not points:
                 continue
-            x, y, err = (np.array(v, dtype=float) for v in zip(*sorted(points)))
+            x, y, err = (np.array(v, dtype=float) for v in zip(*sorted(points), strict=True))
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
         anchors = [e for e in result.conditions if e["kind"] == "anchor"]
         for index, entry in enumerate(anchors):
@@ -156,7 +154,9 @@ def plot_metrics(result, directory: str | os.PathLike) -> list[Path]:
                 ax.annotate(entry["condition"], where, xycoords=("axes fraction", "data"), fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel("measured bitrate (kbps)")
-        ax.set_ylabel(METRIC_LABELS[name] + (" (higher is better)" if HIGHER_IS_BETTER[name] else " (lower is better)"))
+        ax.set_ylabel(
+            METRIC_LABELS[name] + (" (higher is better)" if HIGHER_IS_BETTER[name] else " (lower is better)")
+        )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -191,7 +191,7 @@ def plot_spectrograms(result, directory: str | os.PathLike) -> list[Path]:
                 panels.append((("reference", row.sampling_rate), f"reference @ {row.sampling_rate} Hz", reference))
             panels.append(((row.condition, row.sampling_rate), row.condition, row))
         fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.2 * len(panels)), squeeze=False)
-        for ax, (_, title, row) in zip(axes[:, 0], panels):
+        for ax, (_, title, row) in zip(axes[:, 0], panels, strict=True):
             spec = _log_spectrogram(row.audio)
             seconds = row.audio.shape[1] / row.sampling_rate
             ax.imshow(
@@ -241,7 +241,8 @@ def write_report(result, directory: str | os.PathLike) -> Path:
         markdown_notes(result),
         "## Files",
         "",
-        "- [results.json](results.json) (every number), [results.csv](results.csv) (per condition), [rows.csv](rows.csv) (per clip), [table.md](table.md)",
+        "- [results.json](results.json) (every number), [results.csv](results.csv) (per condition), "
+        "[rows.csv](rows.csv) (per clip), [table.md](table.md)",
     ]
     index += [f"- [{p.name}]({p.name})" for p in plots + spectrograms]
     (directory / "index.md").write_text("\n".join(index) + "\n", encoding="utf-8")

@@ -23,8 +23,8 @@ import torch
 
 from ..errors import MetricInputError, OpusUnavailableError
 from . import metrics as M
-from .inputs import Clip, Problem
-from .opus import opus_available, opus_round_trip
+from .inputs import Clip
+from .opus import opus_round_trip
 
 DEFAULT_OPUS_KBPS = (6.0, 12.0, 24.0)
 LOWPASS_HZ = 3500
@@ -334,11 +334,15 @@ def resolve_models(
         raise ValueError(f"lm must be one of {LM_CHOICES}, got {lm!r}.")
     specs, notes = [], []
     names = [os.path.basename(os.path.normpath(s)) or s for s in sources]
-    for source, name in zip(sources, names):
+    for source, name in zip(sources, names, strict=True):
         if names.count(name) > 1:
             name = source
         config = EncodecConfig.from_pretrained(source)
-        chosen = tuple(config.target_bandwidths if bandwidths is None else [b for b in bandwidths if b in config.target_bandwidths])
+        chosen = tuple(
+            config.target_bandwidths
+            if bandwidths is None
+            else [b for b in bandwidths if b in config.target_bandwidths]
+        )
         if not chosen:
             raise ValueError(
                 f"None of the bandwidths {bandwidths} is supported by {source}; it has {config.target_bandwidths}."
