@@ -94,6 +94,7 @@ def evaluate(
         raise ValueError("Give audio files / folders or a dataset to evaluate on.")
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}.")
+    specs, notes = resolve_models([os.fspath(m) for m in models], bandwidths, lm)  # fail fast, before any audio
     clips: list[Clip] = []
     problems: list[Problem] = []
     if inputs:
@@ -105,7 +106,6 @@ def evaluate(
     if not clips:
         details = "; ".join(f"{p.clip}: {p.message}" for p in problems)
         raise ValueError(f"No readable clip to evaluate. {details}")
-    specs, notes = resolve_models([os.fspath(m) for m in models], bandwidths, lm)
     names = metric_names(content)
     if content == "speech" and "pesq" not in names:
         notes.append("PESQ skipped: the optional `pesq` package is not installed (pip install 'encodec-hf[pesq]').")
