@@ -5,6 +5,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
+EVAL = ["visqol-python[lattice,accel]>=3.8", "pystoi>=0.4", "matplotlib>=3.7", "scipy>=1.10"]
 
 setup(
     name="encodec-hf",
@@ -32,7 +33,15 @@ setup(
     extras_require={
         # Optional ONNX export and onnxruntime inference (encodec_hf.onnx_export).
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "einops>=0.6", "onnx>=1.16", "onnxruntime>=1.18"],
+        # `encodec-hf evaluate` (encodec_hf.evaluation): ViSQOL with its speech lattice mapper and numba speed-up
+        # (visqol-python's libsvm-official dependency compiles with gcc), STOI, plots, Student-t intervals.
+        # The Opus baseline also needs Debian's opus-tools (apt-get install opus-tools).
+        "eval": EVAL,
+        # PESQ compiles from source (gcc); optional because not every machine has a compiler.
+        "pesq": ["pesq>=0.0.4"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "einops>=0.6", "onnx>=1.16", "onnxruntime>=1.18"]
+        + EVAL
+        + ["pesq>=0.0.4"],
     },
     entry_points={"console_scripts": ["encodec-hf=encodec_hf.cli:main"]},
 )
