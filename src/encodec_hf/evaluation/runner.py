@@ -231,8 +231,9 @@ def _lm_row(spec, reference, decoded, bandwidth, values, errors, task, base) -> 
         return Row(condition=condition, lm=True, errors={"ecdc": f"Cannot write an .ecdc file: {err}"}, **base)
     lm_audio = lm_audio.float().cpu().numpy()
     notes = []
-    if lm_audio.shape == decoded.shape and float(np.abs(lm_audio - decoded).max()) <= 1e-4:
-        notes.append("LM coding is lossless here: the decoded audio equals the codec's within 1e-4")
+    peak = float(np.abs(decoded).max()) if decoded.size else 0.0
+    if lm_audio.shape == decoded.shape and float(np.abs(lm_audio - decoded).max()) <= 1e-5 * peak:
+        notes.append("LM coding is lossless here: the decoded audio equals the codec's within 1e-5 of its peak")
     else:
         values, errors = compute_metrics(reference, lm_audio, spec.sampling_rate, task["metrics"])
     kbps = len(data) * 8 / seconds / 1000
