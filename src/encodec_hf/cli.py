@@ -6,6 +6,7 @@
     encodec-hf encode-dataset ...   # see encodec_hf.integrations.datasets
     encodec-hf serve ...            # see encodec_hf.integrations.endpoint
     encodec-hf train [CONFIG.yaml] [KEY=VALUE ...] [--set KEY=VALUE]   # see docs/training.md
+    encodec-hf evaluate IN... --model M [--report DIR]   # see encodec_hf.evaluation
 
 Subcommands live in the `SUBCOMMANDS` table: a new one (e.g. `encode-dataset`, `serve`) is one
 `Subcommand(help, add_arguments, run)` entry, so front-ends can grow without touching the others.
@@ -201,6 +202,63 @@ def run_train(args: argparse.Namespace) -> int:
     output = train(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from the first process
         _err(f"Model saved to {output} (EncodecModel.from_pretrained({str(output)!r})).")
+
+# --------------------------------------------------------------------------------------------- evaluate
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", type=Path, nargs="*", help="audio files and folders (searched recursively)")
+    parser.add_argument("--model", action="append", required=True, help="model folder or Hub id (repeatable)")
+    parser.add_argument("--dataset", help="a datasets Hub id, save_to_disk folder or data file")
+    parser.add_argument("--split", default="test", help="dataset split (default test)")
+    parser.add_argument("--audio-column", default="audio", help="dataset audio column (default audio)")
+    parser.add_argument("--limit", type=int, help="evaluate the first N dataset rows")
+    parser.add_argument("-b", "--bandwidth", type=float, action="append", help="kbps (repeatable; default: all)")
+    parser.add_argument("--lm", choices=("auto", "off", "only"), default="auto", help="+LM rows (default auto)")
+    parser.add_argument("--content", choices=("music", "speech"), default="music", help="picks ViSQOL mode etc.")
+    parser.add_argument("--opus", type=float, action="append", help="Opus kbps (default 6, 12, 24 + bandwidths)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip Opus and the anchors")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="cut longer clips (default 30)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the models run")
+    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--report", type=Path, help="write tables, JSON, PNG plots and index.md into this folder")
+    parser.add_argument("--json", type=Path, help="write the JSON document here")
+    parser.add_argument("--csv", type=Path, help="write the per-condition CSV here")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .evaluation import evaluate, report
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda was asked for but CUDA is not available.")
+    if not args.inputs and not args.dataset:
+        raise CliError("Give audio files / folders or --dataset to evaluate on.")
+    result = evaluate(
+        args.model,
+        inputs=args.inputs,
+        dataset=args.dataset,
+        audio_column=args.audio_column,
+        split=args.split,
+        limit=args.limit,
+        bandwidths=args.bandwidth,
+        lm=args.lm,
+        content=args.content,
+        opus_kbps=args.opus,
+        baselines=not args.no_baselines,
+        max_seconds=args.max_seconds,
+        device=args.device,
+        workers=args.workers,
+    )
+    print(report.markdown_table(result), end="")
+    notes = report.markdown_notes(result)
+    if notes:
+        print("\n" + notes, end="")
+    if args.json:
+        report.write_json(result, args.json)
+    if args.csv:
+        report.write_csv(result, args.csv)
+    if args.report:
+        _err(f"Report written to {report.write_report(result, args.report)}")
     return 0
 
 
@@ -217,6 +275,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "decompress": Subcommand(".ecdc -> audio file", _add_decompress_arguments, run_decompress),
     "train": Subcommand(
         "train or fine-tune a codec from a YAML config (accelerate / torchrun)", _add_train_arguments, run_train
+    "evaluate": Subcommand(
+        "quality per bitrate against Opus: tables, JSON, plots", _add_evaluate_arguments, run_evaluate
     ),
 }
 

@@ -11,7 +11,9 @@ __all__ = [
     "CheckpointMismatchError",
     "EcdcFormatError",
     "EncodecInputError",
+    "MetricInputError",
     "MissingLMError",
+    "OpusUnavailableError",
     "SamplingRateError",
     "StreamClosedError",
     "StreamingNotSupportedError",
@@ -63,3 +65,11 @@ class TrainingConfigError(ValueError):
 
 class TrainingDataError(ValueError):
     """Training data cannot be used: bad data options, an empty folder, an unreadable file, bad labels."""
+
+
+class MetricInputError(ValueError):
+    """A clip cannot be scored by a quality metric (silent, too short, mismatched with its reference)."""
+
+
+class OpusUnavailableError(RuntimeError):
+    """The Opus baseline needs Debian's opus-tools (``opusenc`` / ``opusdec``), which are not installed."""
