@@ -203,6 +203,7 @@ def run_train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from the first process
         _err(f"Model saved to {output} (EncodecModel.from_pretrained({str(output)!r})).")
 
+
 # --------------------------------------------------------------------------------------------- evaluate
 def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", type=Path, nargs="*", help="audio files and folders (searched recursively)")
@@ -275,6 +276,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "decompress": Subcommand(".ecdc -> audio file", _add_decompress_arguments, run_decompress),
     "train": Subcommand(
         "train or fine-tune a codec from a YAML config (accelerate / torchrun)", _add_train_arguments, run_train
+    ),
     "evaluate": Subcommand(
         "quality per bitrate against Opus: tables, JSON, plots", _add_evaluate_arguments, run_evaluate
     ),
