@@ -28,6 +28,7 @@ def save_random_24khz(folder: Path, seed: int = 0) -> Path:
     with torch.no_grad():
         for layer in model.quantizer.layers:  # codebooks start at zero: fill them so codes vary
             layer.codebook.embed.normal_()
+            layer.codebook.inited.fill_(1.0)  # set, as a trained model's are (fine-tuning keeps them)
     model.save_pretrained(folder)
     EncodecLM(EncodecLMConfig.for_codec(config.num_quantizers, config.frame_rate)).save_pretrained(folder)
     return folder

@@ -1,8 +1,4 @@
-"""The training loop (encodec_hf.training.trainer) on tiny configs and synthetic clips written per test.
-
-Measured on the 2-core CPU box: 30 steps of the tiny config lower the validation mel distance at 24 kbps from
-0.093 to 0.058 (-38 %) and the L1 distance from 0.202 to 0.102 (-50 %); the test asks for at least -20 % on both.
-"""
+"""The training loop (encodec_hf.training.trainer) on tiny configs and synthetic clips written per test."""
 
 from __future__ import annotations
 
@@ -79,13 +75,30 @@ def clips(tmp_path):
 
 
 def test_thirty_steps_lower_the_reconstruction_loss(clips, tmp_path):
-    config = TrainingConfig.from_dict(tiny_training_config(clips, tmp_path / "run", run={"steps": 30}))
-    trainer = Trainer(config)
-    before = trainer.evaluate()
+    """Validation losses on the 4 fixed clips after step 30 against after step 1, at 6 and 24 kbps.
+
+    The baseline is the model after step 1, when k-means has set the codebooks the step used: before it a fresh
+    model's codebooks are zero, every bandwidth decodes the same all-zero latent, and that "loss" only measures
+    what a random decoder makes of a constant. Measured on the 2-core CPU box (torch 2.13, seed 0), step 1 -> 30:
+    L1 0.1107 -> 0.0708 (-36 %) at 6 kbps and -> 0.0743 (-33 %) at 24 kbps; mel 0.0557 -> 0.0531 (-4.7 %) at
+    both. The test asks for L1 -20 % and mel -3 %. Both fall at every one of the 30 validations (run.valid_every
+    = 1) but the mel curve is flat: in 30 steps the model mostly learns to stop adding the random decoder's noise
+    (silence scores mel 0.0532, L1 0.0700 on these clips). Beating silence on the mel takes ~200 steps at lr 3e-3
+    (mel 0.0094 without the adversary), too long for a unit test.
+    """
+    values = tiny_training_config(clips, tmp_path / "run", run={"steps": 30, "valid_every": 1})
+    trainer = Trainer(TrainingConfig.from_dict(values))
     trainer.train()
-    after = trainer.evaluate()
-    assert after["valid/mel@24kbps"] < 0.8 * before["valid/mel@24kbps"], (before, after)
-    assert after["valid/l1@24kbps"] < 0.8 * before["valid/l1@24kbps"], (before, after)
+    valid = [
+        m
+        for m in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+        if "valid/l1@6kbps" in m
+    ]
+    assert [m["step"] for m in valid] == list(range(1, 31))
+    first, last = valid[0], valid[-1]
+    for bandwidth in ("6kbps", "24kbps"):
+        assert last[f"valid/l1@{bandwidth}"] < 0.8 * first[f"valid/l1@{bandwidth}"], (first, last)
+        assert last[f"valid/mel@{bandwidth}"] < 0.97 * first[f"valid/mel@{bandwidth}"], (first, last)
     for layer in trainer.model.quantizer.layers:
         assert float(layer.codebook.inited) == 1.0  # k-means ran on every codebook some step used
 
@@ -173,11 +186,22 @@ def test_full_fine_tune_starts_from_the_pretrained_codebooks(clips, tmp_path):
     values["run"].update(steps=1, weights_ema=0.9)
     trainer = Trainer(TrainingConfig.from_dict(values))
     trainer.train()
-    # No k-means reset: one EMA step (decay 0.99) moves each code by a few percent of its distance to the batch.
-    embed = trainer.model.quantizer.layers[0].codebook.embed
-    reference = start.quantizer.layers[0].codebook.embed
-    assert float((embed - reference).abs().max()) < 0.1 * float(reference.abs().max())
-    assert not torch.equal(embed, reference)
+    # No k-means reset: the step was one EMA step (decay 0.99) from the pretrained statistics, so
+    # cluster_size = 0.99 * 10 + 0.01 * counts with integer counts summing to the batch's 4 x 250 latent frames,
+    # and every code the batch did not use keeps its pretrained vector.
+    used = _metrics(tmp_path / "run")[0]["num_quantizers"]
+    for k, (before, after) in enumerate(zip(start.quantizer.layers, trainer.model.quantizer.layers, strict=True)):
+        old, new = before.codebook, after.codebook
+        assert float(new.inited) == 1.0
+        if k >= used:  # codebooks the step did not use are untouched
+            assert torch.equal(new.embed, old.embed) and torch.equal(new.cluster_size, old.cluster_size)
+            continue
+        counts = (new.cluster_size - 0.99 * old.cluster_size) / 0.01
+        torch.testing.assert_close(counts, counts.round(), rtol=0, atol=1e-2)
+        assert float(counts.min()) > -1e-2 and round(float(counts.sum())) == 4 * 250
+        unused = counts.round() == 0
+        torch.testing.assert_close(new.embed[unused], old.embed[unused], rtol=1e-5, atol=1e-6)
+        assert not torch.equal(new.embed[~unused], old.embed[~unused])
     # With run.weights_ema the export holds the averaged weights, not the live ones.
     exported = EncodecModel.from_pretrained(tmp_path / "run").state_dict()
     live = trainer.model.state_dict()

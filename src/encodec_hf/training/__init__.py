@@ -11,7 +11,7 @@ trainer imports accelerate when built, the config loader pyyaml when it reads YA
 
 from .balancer import PAPER_LOSS_WEIGHTS, Balancer
 from .checkpoint import export_model, load_discriminator
-from .codebook import QuantizerOutput, TrainingQuantizer, num_quantizers_for_step, reset_codebooks
+from .codebook import QuantizerOutput, TrainingQuantizer, num_quantizers_for_step
 from .config import TrainingConfig, load_config, save_config
 from .data import AudioCropDataset, build_dataloader, build_dataset
 from .discriminator import MultiScaleSTFTDiscriminator
@@ -48,7 +48,6 @@ __all__ = [
     "load_config",
     "load_discriminator",
     "num_quantizers_for_step",
-    "reset_codebooks",
     "save_config",
     "time_l1_loss",
     "train",

@@ -5,9 +5,10 @@ buffers in place (``layers[i].codebook.{embed, embed_avg, cluster_size, inited}`
 trained model saves and loads like any other. Per step and per used codebook (see ``original_encodec_spec.md``,
 section 6, "Codebooks"):
 
-* **k-means init** on the first batch while ``inited`` is 0: ``kmeans_iters`` Lloyd iterations from randomly
-  sampled batch vectors, empty clusters keep their centre; then ``embed = embed_avg = means``,
-  ``cluster_size = counts``, ``inited = 1``. Under data parallelism rank 0's result is broadcast.
+* **k-means init** on the first batch while ``inited`` is 0 (a freshly built model's state, zero codebooks):
+  ``kmeans_iters`` Lloyd iterations from randomly sampled batch vectors, empty clusters keep their centre; then
+  ``embed = embed_avg = means``, ``cluster_size = counts``, ``inited = 1``. Under data parallelism rank 0's result
+  is broadcast. A pretrained model's codebooks (``inited = 1``) are kept and only follow the EMA.
 * **EMA** with decay 0.99: ``cluster_size <- d*cs + (1-d)*counts``, ``embed_avg <- d*ea + (1-d)*sum(x assigned)``,
   Laplace smoothing ``cs' = (cs + eps) / (sum(cs) + bins*eps) * sum(cs)``, ``embed = embed_avg / cs'``. Counts and
   sums are all-reduced first, so every rank computes identical codebooks.
@@ -207,18 +208,6 @@ class TrainingQuantizer(nn.Module):
         codebook.cluster_size[dead] = self.dead_code_threshold
 
 
-def reset_codebooks(quantizer: nn.Module) -> None:
-    """Marks every codebook of ``quantizer`` as uninitialised (zeros, ``inited = 0``), so training from scratch
-    starts with k-means on the first batch (a freshly built model has random codebooks, for inference)."""
-    with torch.no_grad():
-        for layer in quantizer.layers:
-            codebook = layer.codebook
-            codebook.embed.zero_()
-            codebook.embed_avg.zero_()
-            codebook.cluster_size.zero_()
-            codebook.inited.zero_()
-
-
 def num_quantizers_for_step(config, seed: int, step: int) -> int:
     """The codebook count of training step ``step``: a bandwidth drawn uniformly from
     ``config.target_bandwidths`` by a generator seeded with (seed, step), hence the same on every rank and on
@@ -235,6 +224,5 @@ __all__ = [
     "kmeans",
     "nearest",
     "num_quantizers_for_step",
-    "reset_codebooks",
     "sample_vectors",
 ]

@@ -35,7 +35,7 @@ from torch import nn
 from ..errors import TrainingConfigError
 from . import checkpoint as ckpt
 from .balancer import Balancer
-from .codebook import TrainingQuantizer, num_quantizers_for_step, reset_codebooks
+from .codebook import TrainingQuantizer, num_quantizers_for_step
 from .config import TrainingConfig, save_config
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import (
@@ -125,9 +125,8 @@ def build_model(config: TrainingConfig):
         model_config = factory(**m.config)
     except (TypeError, ValueError) as err:
         raise TrainingConfigError(f"model.config does not give a valid EncodecConfig: {err}") from err
-    model = EncodecModel(model_config)
-    reset_codebooks(model.quantizer)  # k-means on the first batch (a fresh model has random codebooks)
-    return model
+    # A fresh model's codebooks are zero with inited = 0, so each one is set by k-means on the first batch using it.
+    return EncodecModel(model_config)
 
 
 class Trainer:
