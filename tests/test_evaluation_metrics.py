@@ -1,5 +1,7 @@
 """Quality metrics on signals with known answers, and their errors on unusable clips."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -67,7 +69,10 @@ def test_spectral_distances_are_zero_for_identical_and_grow_with_noise():
 
 
 def test_mel_distance_is_the_papers_multiscale_l1_plus_l2():
-    """Scales 2^5..2^11, 64 mel bins, hop window/4, per scale mean L1 + mean L2 of the mel magnitudes, averaged."""
+    """Scales 2^5..2^11, 64 HTK mel bins, hop window/4, mel power spectrogram of the STFT divided by the window's
+    L2 norm (torchaudio's normalized=True, as the trainer's l_f), per scale mean L1 + mean L2, averaged."""
+    from transformers.audio_utils import mel_filter_bank
+
     x = speech_like(seconds=0.5)
     y = with_noise(x, 10.0)
     expected = 0.0
@@ -75,17 +80,37 @@ def test_mel_distance_is_the_papers_multiscale_l1_plus_l2():
         n_fft = 2**exponent
         window = torch.hann_window(n_fft)
         spec = [
-            torch.stft(s, n_fft, n_fft // 4, window=window, normalized=True, return_complex=True).abs() for s in (y, x)
+            (torch.stft(s, n_fft, n_fft // 4, window=window, return_complex=True).abs() / window.norm()) ** 2
+            for s in (y, x)
         ]
-        mels = [M.mel_filters(SR, n_fft).T @ s[0] for s in spec]  # [64, frames]
+        with warnings.catch_warnings():  # the small windows have empty filters
+            warnings.simplefilter("ignore", UserWarning)
+            bank = mel_filter_bank(n_fft // 2 + 1, 64, 0.0, SR / 2, SR, norm=None, mel_scale="htk")
+        mels = [torch.from_numpy(bank).float().T @ s[0] for s in spec]  # [64, frames]
         assert mels[0].shape[0] == 64 and mels[0].shape[1] == x.shape[-1] // (n_fft // 4) + 1
         diff = mels[0] - mels[1]
         expected += float(diff.abs().mean() + diff.pow(2).mean())
     assert float(M.mel_distance(y, x, SR)) == pytest.approx(expected / 7, rel=1e-5)
 
 
+def test_mel_distance_is_the_training_loss():
+    """One definition: the batch mean of mel_distance is the trainer's MultiScaleMelLoss, value and gradient."""
+    from encodec_hf.training.losses import MultiScaleMelLoss
+
+    x = torch.stack([speech_like(0.5, seed=0), speech_like(0.5, seed=3)])  # [2, 1, T]
+    y = (x + 0.01 * torch.randn_like(x)).requires_grad_()
+    metric = M.mel_distance(y, x, SR).mean()
+    (grad_metric,) = torch.autograd.grad(metric, y)
+    loss = MultiScaleMelLoss(SR)(y, x)
+    (grad_loss,) = torch.autograd.grad(loss, y)
+    assert float(metric.detach()) == pytest.approx(float(loss.detach()), rel=1e-6)
+    torch.testing.assert_close(grad_metric, grad_loss)
+
+
 def test_mel_filters_follow_the_htk_formula():
-    bank = M.mel_filters(24_000, 2048)  # [1025, 64]
+    from encodec_hf.training.losses import MultiScaleMelLoss
+
+    bank = MultiScaleMelLoss(24_000).mel_2048  # [1025, 64]
     mel = lambda f: 2595 * np.log10(1 + f / 700)  # noqa: E731
     edges = np.linspace(mel(0), mel(12_000), 66)
     centres = 700 * (10 ** (edges[1:-1] / 2595) - 1)

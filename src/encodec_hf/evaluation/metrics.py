@@ -4,12 +4,11 @@ Signal metrics work on torch tensors `[B, C, T]` (or `[C, T]`, `[T]`) and return
 0-d tensor for unbatched input), so the trainer can use the same spectral distances as its losses:
 
 - `si_snr`: scale-invariant SNR in dB (zero-mean signals, projection on the reference), mean over channels.
-- `mel_distance`: EnCodec's multi-scale mel reconstruction loss (paper section 3.4, `l_f`): for windows
-  2^5..2^11, hop window/4, a 64-bin mel spectrogram of a normalised STFT (Hann window, centred with reflect
-  padding, magnitude), and per scale `mean|S(x) - S(y)| + alpha * mean((S(x) - S(y))^2)` with alpha = 1, averaged
-  over scales. Mel filters: `transformers.audio_utils.mel_filter_bank` with the HTK mel formula
-  `m = 2595 log10(1 + f / 700)`, no area normalisation, 0 Hz to Nyquist (torchaudio's `MelSpectrogram`
-  defaults, which audiocraft's training losses use). The small windows have empty filters: they add 0.
+- `mel_distance`: EnCodec's multi-scale mel reconstruction loss (paper section 3.4, `l_f`), per item: the
+  trainer's `encodec_hf.training.losses.MultiScaleMelLoss` with its defaults (windows 2^5..2^11, hop window/4,
+  64-bin HTK mel power spectrogram of the STFT normalised by the window's L2 norm, centred with reflect padding,
+  per scale `mean|S(x) - S(y)| + mean((S(x) - S(y))^2)`, averaged over scales; see that module for why), one
+  instance per (sampling rate, device). A validation number and an evaluation number are the same quantity.
 - `stft_distance`: multi-resolution STFT distance of Parallel WaveGAN (and auraloss' default): spectral
   convergence `||S(y) - S(x)||_F / ||S(x)||_F` plus `mean|log S(y) - log S(x)|`, averaged over (FFT, hop, window)
   = (1024, 120, 600), (2048, 240, 1200), (512, 50, 240).
@@ -38,9 +37,8 @@ import torch
 
 from ..audio_io import resample
 from ..errors import MetricInputError
+from ..training.losses import MultiScaleMelLoss, stft_magnitude
 
-MEL_SCALES = tuple(range(5, 12))  # windows 2^5 .. 2^11 samples
-MEL_BINS = 64
 STFT_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))  # (n_fft, hop, window)
 VISQOL_RATES = {"audio": 48_000, "speech": 16_000}
 PESQ_RATE = 16_000
@@ -102,72 +100,25 @@ def si_snr(estimate, reference, eps: float = 1e-8) -> torch.Tensor:
     return value if batched else value[0]
 
 
-@functools.lru_cache(maxsize=64)
-def mel_filters(sampling_rate: int, n_fft: int, n_mels: int = MEL_BINS) -> torch.Tensor:
-    """HTK mel filter bank `[n_fft // 2 + 1, n_mels]`, 0 Hz to Nyquist, unnormalised (float32)."""
-    from transformers.audio_utils import mel_filter_bank
-
-    with warnings.catch_warnings():  # small windows leave some of the 64 filters empty, by design of the loss
-        warnings.simplefilter("ignore", UserWarning)
-        bank = mel_filter_bank(
-            num_frequency_bins=n_fft // 2 + 1,
-            num_mel_filters=n_mels,
-            min_frequency=0.0,
-            max_frequency=sampling_rate / 2,
-            sampling_rate=sampling_rate,
-            norm=None,
-            mel_scale="htk",
-        )
-    return torch.from_numpy(bank).float()
+@functools.lru_cache(maxsize=8)
+def _mel_loss(sampling_rate: int, device: torch.device) -> MultiScaleMelLoss:
+    """The trainer's l_f module for ``sampling_rate`` with its buffers on ``device`` (built once per pair)."""
+    return MultiScaleMelLoss(sampling_rate).to(device)
 
 
-def _magnitude(x: torch.Tensor, n_fft: int, hop: int, window: int, normalized: bool) -> torch.Tensor:
-    """|STFT| of `[N, T]` -> `[N, n_fft // 2 + 1, frames]` (Hann window, centred, reflect padding)."""
-    spec = torch.stft(
-        x,
-        n_fft=n_fft,
-        hop_length=hop,
-        win_length=window,
-        window=torch.hann_window(window, device=x.device, dtype=x.dtype),
-        center=True,
-        pad_mode="reflect",
-        normalized=normalized,
-        return_complex=True,
-    )
-    return spec.abs()
-
-
-def mel_spectrogram(audio: torch.Tensor, sampling_rate: int, n_fft: int, n_mels: int = MEL_BINS) -> torch.Tensor:
-    """64-bin mel magnitude spectrogram of a normalised STFT, window `n_fft`, hop `n_fft // 4`.
-
-    Args:
-        audio: `[B, C, T]` float.
-    Returns:
-        `[B, C, n_mels, frames]`.
-    """
-    batch, channels, length = audio.shape
-    magnitude = _magnitude(audio.reshape(-1, length), n_fft, n_fft // 4, n_fft, normalized=True)
-    mel = torch.einsum("nft,fm->nmt", magnitude, mel_filters(sampling_rate, n_fft, n_mels).to(audio.device))
-    return mel.reshape(batch, channels, n_mels, -1)
-
-
-def mel_distance(
-    estimate, reference, sampling_rate: int, scales=MEL_SCALES, n_mels: int = MEL_BINS, alpha: float = 1.0
-) -> torch.Tensor:
+def mel_distance(estimate, reference, sampling_rate: int) -> torch.Tensor:
     """EnCodec's multi-scale mel distance `[B]` (0 for identical signals); see the module docstring.
 
-    Differentiable in `estimate`, so it is also the training loss `l_f` (average it over the batch).
+    Differentiable in `estimate` (the training loss `l_f` is its mean over the batch).
 
     Raises:
-        MetricInputError: shapes differ, or the audio is shorter than half the largest window.
+        MetricInputError: shapes differ, or the audio is not longer than half the largest window (1024 samples).
     """
-    ref, est, batched = _pair(reference, estimate, min_samples=2 ** max(scales) // 2 + 1)
-    total = 0.0
-    for exponent in scales:
-        n_fft = 2**exponent
-        diff = mel_spectrogram(est, sampling_rate, n_fft, n_mels) - mel_spectrogram(ref, sampling_rate, n_fft, n_mels)
-        total = total + diff.abs().mean(dim=(1, 2, 3)) + alpha * diff.pow(2).mean(dim=(1, 2, 3))
-    value = total / len(scales)
+    ref, est, batched = _pair(reference, estimate)
+    loss = _mel_loss(sampling_rate, ref.device)
+    if ref.shape[-1] < loss.min_length:
+        raise MetricInputError(f"Audio of {ref.shape[-1]} samples is too short: this metric needs {loss.min_length}.")
+    value = loss.distance(est, ref)
     return value if batched else value[0]
 
 
@@ -181,8 +132,9 @@ def stft_distance(estimate, reference, resolutions=STFT_RESOLUTIONS, eps: float 
     batch, channels, length = ref.shape
     total = 0.0
     for n_fft, hop, window in resolutions:
-        x = _magnitude(ref.reshape(-1, length), n_fft, hop, window, normalized=False).clamp_min(eps)
-        y = _magnitude(est.reshape(-1, length), n_fft, hop, window, normalized=False).clamp_min(eps)
+        hann = torch.hann_window(window, device=ref.device)
+        x = stft_magnitude(ref.reshape(-1, length), n_fft, hop, hann).clamp_min(eps)
+        y = stft_magnitude(est.reshape(-1, length), n_fft, hop, hann).clamp_min(eps)
         x, y = x.reshape(batch, -1), y.reshape(batch, -1)
         convergence = (y - x).norm(dim=-1) / x.norm(dim=-1).clamp_min(eps)
         log_l1 = (y.log() - x.log()).abs().mean(dim=-1)
@@ -311,12 +263,8 @@ def pesq_available() -> bool:
 
 
 __all__ = [
-    "MEL_BINS",
-    "MEL_SCALES",
     "STFT_RESOLUTIONS",
     "mel_distance",
-    "mel_filters",
-    "mel_spectrogram",
     "pesq",
     "pesq_available",
     "resampling_note",

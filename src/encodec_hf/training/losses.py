@@ -6,6 +6,7 @@ Public API::
     MultiScaleMelLoss(sampling_rate: int, n_mels: int = 64, min_exponent: int = 5, max_exponent: int = 11,
                       alpha: float = 1.0, power: float = 2.0, f_min: float = 0.0, f_max: float | None = None)
         .forward(decoded [B, C, T], target [B, C, T]) -> Tensor []                   # l_f
+        .distance(decoded [B, C, T], target [B, C, T]) -> Tensor [B]                 # l_f per item
         .mel_spectrograms(audio [B, C, T]) -> list[Tensor [B, C, n_mels, frames_i]]
         .min_length -> int
     generator_adversarial_loss(logits_fake: Sequence[Tensor]) -> Tensor []             # l_g
@@ -14,6 +15,10 @@ Public API::
                           features_fake: Sequence[Sequence[Tensor]]) -> Tensor []     # l_feat
     commitment_loss(residuals: Sequence[Tensor [B, D, T']], quantized: Sequence[Tensor [B, D, T']],
                     layer_reduction: str = "mean") -> Tensor []                        # l_w
+    stft_magnitude(audio [N, T], n_fft: int, hop_length: int, window [W]) -> Tensor [N, n_fft // 2 + 1, frames]
+
+``MultiScaleMelLoss`` is also the evaluation's ``mel_distance`` (``encodec_hf.evaluation.metrics``), so a
+validation number and a benchmark number mean the same thing.
 
 ``logits_*`` and ``features_*`` are the two outputs of
 :class:`~encodec_hf.training.discriminator.MultiScaleSTFTDiscriminator` (one entry per scale ``k``; features a
@@ -53,6 +58,7 @@ __all__ = [
     "discriminator_adversarial_loss",
     "feature_matching_loss",
     "generator_adversarial_loss",
+    "stft_magnitude",
     "time_l1_loss",
 ]
 
@@ -68,6 +74,27 @@ def _check_pair(decoded: torch.Tensor, target: torch.Tensor, what: str) -> None:
             f"{what}: decoded {tuple(decoded.shape)} and target {tuple(target.shape)} differ in shape; trim the "
             "decoded audio to the input length first."
         )
+
+
+def stft_magnitude(audio: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:
+    """``|STFT|`` of ``[N, T]`` -> ``[N, n_fft // 2 + 1, 1 + T // hop_length]``, unnormalised.
+
+    Frames are centred with reflect padding (so ``T`` must exceed ``n_fft // 2``); a ``window`` shorter than
+    ``n_fft`` is zero-padded on both sides by ``torch.stft``.
+    """
+    spec = torch.stft(
+        audio,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        win_length=window.shape[0],
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        normalized=False,
+        onesided=True,
+        return_complex=True,
+    )
+    return spec.abs()
 
 
 def time_l1_loss(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -158,27 +185,23 @@ class MultiScaleMelLoss(nn.Module):
     def _mel(self, flat: torch.Tensor, n_fft: int) -> torch.Tensor:
         """``[N, T]`` float32 -> ``[N, n_mels, frames]``."""
         window = getattr(self, f"window_{n_fft}")
-        spec = torch.stft(
-            flat,
-            n_fft=n_fft,
-            hop_length=n_fft // 4,
-            window=window,
-            center=True,
-            pad_mode="reflect",
-            normalized=False,
-            onesided=True,
-            return_complex=True,
-        )
         # torchaudio's normalized=True: divide by the window's L2 norm.
-        magnitude = (spec.abs() / window.pow(2).sum().sqrt()).pow(self.power)  # [N, F, frames]
-        return torch.matmul(getattr(self, f"mel_{n_fft}").T, magnitude)
+        magnitude = stft_magnitude(flat, n_fft, n_fft // 4, window) / window.pow(2).sum().sqrt()  # [N, F, frames]
+        return torch.matmul(getattr(self, f"mel_{n_fft}").T, magnitude.pow(self.power))
+
+    def distance(self, decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``l_f`` of each item: decoded and target ``[B, C, T]`` -> ``[B]`` (each item's mean over channels, mel
+        bins and frames per scale, then the mean over scales)."""
+        _check_pair(decoded, target, "MultiScaleMelLoss")
+        total = decoded.new_zeros(decoded.shape[0], dtype=torch.float32)
+        for s_hat, s in zip(self.mel_spectrograms(decoded), self.mel_spectrograms(target), strict=True):
+            diff = s_hat - s  # [B, C, n_mels, frames]
+            total = total + diff.abs().mean(dim=(1, 2, 3)) + self.alpha * diff.pow(2).mean(dim=(1, 2, 3))
+        return total / len(self.n_ffts)
 
     def forward(self, decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check_pair(decoded, target, "MultiScaleMelLoss")
-        total = decoded.new_zeros((), dtype=torch.float32)
-        for s_hat, s in zip(self.mel_spectrograms(decoded), self.mel_spectrograms(target), strict=True):
-            total = total + F.l1_loss(s_hat, s) + self.alpha * F.mse_loss(s_hat, s)
-        return total / len(self.n_ffts)
+        """``l_f`` of the batch, a scalar: the mean of :meth:`distance` (every item has the same size)."""
+        return self.distance(decoded, target).mean()
 
 
 def _check_logits(logits: Sequence[torch.Tensor], what: str) -> None:
