@@ -33,27 +33,18 @@ import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+
+from conftest import TINY_FIELDS  # noqa: E402  (the tests' tiny size, one home)
 
 from encodec_hf.training.config import TrainingConfig  # noqa: E402
 from encodec_hf.training.trainer import Trainer  # noqa: E402
-
-TINY = dict(
-    num_filters=4,
-    hidden_size=8,
-    codebook_dim=8,
-    upsampling_ratios=[4, 2],
-    num_lstm_layers=1,
-    codebook_size=64,
-    sampling_rate=8000,
-    target_bandwidths=[6.0, 12.0, 24.0],
-)
 
 CASES = {
     # The tests' tiny model: hop 8 at 8 kHz (1000 frames/s, so its LSTM runs 1000 steps per second of audio), a
     # 2-scale adversary with 4 filters.
     "tiny": {
-        "model": {"config": TINY},
+        "model": {"config": dict(TINY_FIELDS)},
         "discriminator": {"n_ffts": [128, 64], "filters": 4},
         "losses": {"mel_max_exponent": 8, "n_mels": 16},
         "rate": 8000,

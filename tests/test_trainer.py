@@ -9,24 +9,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import audio, random_model, tiny_config
+from conftest import TINY_FIELDS, audio, random_model, tiny_chunked_config, tiny_config
 
 from encodec_hf import EncodecFeatureExtractor, EncodecModel
 from encodec_hf.errors import TrainingConfigError, TrainingDataError
 from encodec_hf.training.checkpoint import list_checkpoints, load_discriminator
 from encodec_hf.training.config import TrainingConfig
 from encodec_hf.training.trainer import Trainer
-
-TINY_MODEL = dict(
-    num_filters=4,
-    hidden_size=8,
-    codebook_dim=8,
-    upsampling_ratios=[4, 2],
-    num_lstm_layers=1,
-    codebook_size=64,
-    sampling_rate=8000,
-    target_bandwidths=[6.0, 12.0, 24.0],
-)
 
 
 def write_clips(folder: Path, count: int = 4, seconds: float = 2.0, rate: int = 8000) -> Path:
@@ -43,7 +32,7 @@ def write_clips(folder: Path, count: int = 4, seconds: float = 2.0, rate: int = 
 def tiny_training_config(data: Path, output: Path, **sections) -> dict:
     """A config for the tiny model: 0.25 s crops, batch 4, a 2-scale adversary with 4 filters."""
     values = {
-        "model": {"config": dict(TINY_MODEL)},
+        "model": {"config": dict(TINY_FIELDS)},
         "data": {"train": str(data), "crop_seconds": 0.25, "valid_items": 4},
         "discriminator": {"n_ffts": [128, 64], "filters": 4},
         "losses": {"mel_max_exponent": 8, "n_mels": 16},
@@ -275,23 +264,19 @@ def test_cli_train_with_a_yaml_config_and_overrides(clips, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-CHUNKED = dict(
-    audio_channels=2,
-    normalize=True,
-    chunk_length_s=0.25,
-    overlap=0.01,
-    norm_type="time_group_norm",
-    use_causal_conv=False,
+# The 48 kHz structure (stereo, normalised, non-causal) at the tiny size, with one-chunk 0.25 s crops.
+CHUNKS = dict(chunk_length_s=0.25, overlap=0.01)
+
+
+@pytest.mark.parametrize(
+    "make_config", [tiny_config, lambda: tiny_chunked_config(**CHUNKS)], ids=["causal-mono", "normalized-stereo"]
 )
-
-
-@pytest.mark.parametrize("overrides", [{}, CHUNKED], ids=["causal-mono", "normalized-stereo"])
-def test_training_forward_is_the_inference_codec(overrides):
+def test_training_forward_is_the_inference_codec(make_config):
     """Frozen, the training path gives what encode + decode give (one 1-chunk crop for the chunked model), and a
     normalising model codes the crop divided by its RMS: 10x louder in, 10x louder out."""
     from encodec_hf.training.trainer import CodecForTraining
 
-    model = random_model(tiny_config(**overrides))
+    model = random_model(make_config())
     codec = CodecForTraining(model, train_encoder=False).eval()
     # With no overlap a 2000-sample clip is exactly one chunk (with overlap, inference adds a 20-sample second one).
     model.config.overlap = 0.0
@@ -307,7 +292,8 @@ def test_training_forward_is_the_inference_codec(overrides):
 
 def test_normalized_stereo_model_trains(clips, tmp_path):
     values = tiny_training_config(clips, tmp_path / "run", run={"steps": 2})
-    values["model"]["config"].update(CHUNKED)
+    values["model"].update(preset="48khz")
+    values["model"]["config"].update(CHUNKS)
     last = Trainer(TrainingConfig.from_dict(values)).train()
     assert np.isfinite(last["loss/mel"])
     assert EncodecModel.from_pretrained(tmp_path / "run").config.audio_channels == 2
