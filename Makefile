@@ -6,7 +6,7 @@ PIP := $(PYTHON) -m pip
 STAMP := $(VENV)/.installed
 MODEL ?= facebook/encodec_24khz
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench eval clean
 
 $(STAMP): setup.py
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -33,5 +33,12 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PYTHON) benchmarks/bench_codec.py
 
+# Quality per bitrate against Opus on ../shared/audio's clips (skipped when absent). MODEL= a folder or Hub id;
+# without one, a random-weight 24 kHz model is saved to eval_out/random_24khz (meaningless quality, a dry run).
+EVAL_AUDIO ?= ../shared/audio
+CONTENT ?= music
+eval: $(STAMP)
+	$(PYTHON) benchmarks/run_eval.py --audio $(EVAL_AUDIO) --content $(CONTENT) --report eval_out $(if $(filter file,$(origin MODEL)),,--model $(MODEL))
+
 clean:
-	rm -rf $(VENV) demo_out bench_out .pytest_cache
+	rm -rf $(VENV) demo_out bench_out eval_out .pytest_cache

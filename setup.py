@@ -5,6 +5,11 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
+# Optional extras, named once: each is also part of "test".
+ONNX = ["onnx>=1.16", "onnxruntime>=1.18"]
+TRAIN = ["accelerate>=1.0", "pyyaml>=6.0"]
+PESQ = ["pesq>=0.0.4"]
+EVAL = ["visqol-python[lattice,accel]>=3.8", "pystoi>=0.4", "matplotlib>=3.7", "scipy>=1.10"]
 
 setup(
     name="encodec-hf",
@@ -31,8 +36,16 @@ setup(
     ],
     extras_require={
         # Optional ONNX export and onnxruntime inference (encodec_hf.integrations.onnx).
-        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "einops>=0.6", "onnx>=1.16", "onnxruntime>=1.18"],
+        "onnx": ONNX,
+        # Training and fine-tuning (encodec_hf.training, `encodec-hf train`).
+        "train": TRAIN,
+        # `encodec-hf evaluate` (encodec_hf.evaluation): ViSQOL with its speech lattice mapper and numba speed-up
+        # (visqol-python's libsvm-official dependency compiles with gcc), STOI, plots, Student-t intervals.
+        # The Opus baseline also needs Debian's opus-tools (apt-get install opus-tools).
+        "eval": EVAL,
+        # PESQ compiles from source (gcc); optional because not every machine has a compiler.
+        "pesq": PESQ,
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "einops>=0.6"] + ONNX + TRAIN + EVAL + PESQ,
     },
     entry_points={"console_scripts": ["encodec-hf=encodec_hf.cli:main"]},
 )

@@ -61,12 +61,14 @@ def reference_from_config(config: EncodecConfig, seed: int = 0) -> transformers.
 
 
 def random_model(config: EncodecConfig, seed: int = 0) -> EncodecModel:
-    """An encodec_hf model with random weights and random codebooks (they would start at zero), in eval mode."""
+    """An encodec_hf model with random weights and random, initialised codebooks (a fresh model's are zero and
+    wait for k-means on the first training batch), in eval mode."""
     torch.manual_seed(seed)
     model = EncodecModel(config).eval()
     with torch.no_grad():
         for layer in model.quantizer.layers:
             layer.codebook.embed.normal_()
+            layer.codebook.inited.fill_(1.0)
     return model
 
 

@@ -2,8 +2,8 @@
 
 Its import pulls ``torchaudio``, which has no CPU wheel here. `import_reference()` puts a minimal stand-in
 module into ``sys.modules`` only while ``encodec`` is being imported (the package only touches torchaudio in
-file I/O helpers and the discriminator, none of which the tests call), then removes it again so that no other
-test can mistake the stand-in for the real library.
+file I/O helpers, which the tests never call, and in the discriminator's ``Spectrogram``, which the stand-in
+provides), then removes it again so that no other test can mistake the stand-in for the real library.
 
 The builders create the original 24 kHz / 48 kHz models and LMs with random weights, codebooks included
 (the original initialises them to zeros for k-means, which would make every code 0).
@@ -40,6 +40,38 @@ ORIGINAL_PRESETS = {
 }
 
 
+class _SpectrogramStandIn(torch.nn.Module):
+    """torchaudio's ``transforms.Spectrogram`` for the arguments Meta's ``msstftd`` passes, written with torch.stft.
+
+    Follows ``torchaudio.functional.spectrogram``: the window is a (persistent) buffer; ``normalized=True`` means
+    dividing by the window's L2 norm; ``power=None`` returns the complex STFT; leading dims are flattened and
+    restored, so ``[B, C, T]`` gives ``[B, C, n_fft // 2 + 1, frames]``.
+    """
+
+    def __init__(self, n_fft, win_length, hop_length, window_fn, normalized, center, pad_mode=None, power=None):
+        super().__init__()
+        if normalized is not True or center is not False or power is not None:
+            raise NotImplementedError("The stand-in covers only normalized=True, center=False, power=None.")
+        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
+        self.register_buffer("window", window_fn(win_length))
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        shape = waveform.shape
+        spec = torch.stft(
+            waveform.reshape(-1, shape[-1]),
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=self.window,
+            center=False,
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
+        spec = spec.reshape(shape[:-1] + spec.shape[-2:])
+        return spec / self.window.pow(2.0).sum().sqrt()
+
+
 def import_reference() -> types.ModuleType:
     """Import and return the original ``encodec`` package, with a temporary torchaudio stand-in."""
     if "encodec" in sys.modules:
@@ -52,6 +84,7 @@ def import_reference() -> types.ModuleType:
             fake = types.ModuleType("torchaudio")
             fake.transforms = types.ModuleType("torchaudio.transforms")
             fake.__doc__ = "Stand-in inserted by tests/reference_encodec.py while importing encodec."
+            fake.transforms.Spectrogram = _SpectrogramStandIn
             sys.modules["torchaudio"] = fake
             sys.modules["torchaudio.transforms"] = fake.transforms
             inserted = True
@@ -59,6 +92,7 @@ def import_reference() -> types.ModuleType:
         import encodec
         import encodec.compress  # noqa: F401
         import encodec.model  # noqa: F401
+        import encodec.msstftd  # noqa: F401  (binds the stand-in's Spectrogram for the discriminator tests)
     finally:
         if inserted:
             del sys.modules["torchaudio"], sys.modules["torchaudio.transforms"]

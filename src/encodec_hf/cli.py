@@ -5,6 +5,8 @@
     encodec-hf IN [OUT]          # picks by suffix: .ecdc in -> decompress, anything else -> compress
     encodec-hf encode-dataset DATASET --model M --output-dir D ...  # encodec_hf.integrations.encode_dataset
     encodec-hf serve --model M [--host H] [--port P] ...             # encodec_hf.integrations.endpoint
+    encodec-hf train [CONFIG.yaml] [KEY=VALUE ...] [--set KEY=VALUE]             # docs/training.md
+    encodec-hf evaluate IN... --model M [--report DIR]                         # encodec_hf.evaluation
 
 Every argument parser of the package lives here. Subcommands live in the `SUBCOMMANDS` table: a new one is one
 `Subcommand(help, add_arguments, run)` entry, so front-ends can grow without touching the others. Only this
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -252,6 +255,94 @@ def run_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         server.server_close()
+
+
+# --------------------------------------------------------------------------------------------- train
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "items",
+        nargs="*",
+        metavar="[CONFIG.yaml] [KEY=VALUE ...]",
+        help="a YAML config (see docs/training.md), then overrides such as optim.lr=1e-4 run.steps=1000",
+    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .training.config import load_config
+
+    items = list(args.items)
+    path = items.pop(0) if items and "=" not in items[0] else None
+    config = load_config(path, items + args.set)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    from .training.trainer import train
+
+    output = train(config)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from the first process
+        _err(f"Model saved to {output} (EncodecModel.from_pretrained({str(output)!r})).")
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", type=Path, nargs="*", help="audio files and folders (searched recursively)")
+    parser.add_argument("--model", action="append", required=True, help="model folder or Hub id (repeatable)")
+    parser.add_argument("--dataset", help="a datasets Hub id, save_to_disk folder or data file")
+    parser.add_argument("--split", default="test", help="dataset split (default test)")
+    parser.add_argument("--audio-column", default="audio", help="dataset audio column (default audio)")
+    parser.add_argument("--limit", type=int, help="evaluate the first N dataset rows")
+    parser.add_argument("-b", "--bandwidth", type=float, action="append", help="kbps (repeatable; default: all)")
+    parser.add_argument("--lm", choices=("auto", "off", "only"), default="auto", help="+LM rows (default auto)")
+    parser.add_argument("--content", choices=("music", "speech"), default="music", help="picks ViSQOL mode etc.")
+    parser.add_argument("--opus", type=float, action="append", help="Opus kbps (default 6, 12, 24 + bandwidths)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip Opus and the anchors")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="cut longer clips (default 30)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the models run")
+    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--report", type=Path, help="write tables, JSON, PNG plots and index.md into this folder")
+    parser.add_argument("--json", type=Path, help="write the JSON document here")
+    parser.add_argument("--csv", type=Path, help="write the per-condition CSV here")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .evaluation import evaluate, report
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda was asked for but CUDA is not available.")
+    if not args.inputs and not args.dataset:
+        raise CliError("Give audio files / folders or --dataset to evaluate on.")
+    result = evaluate(
+        args.model,
+        inputs=args.inputs,
+        dataset=args.dataset,
+        audio_column=args.audio_column,
+        split=args.split,
+        limit=args.limit,
+        bandwidths=args.bandwidth,
+        lm=args.lm,
+        content=args.content,
+        opus_kbps=args.opus,
+        baselines=not args.no_baselines,
+        max_seconds=args.max_seconds,
+        device=args.device,
+        workers=args.workers,
+    )
+    print(report.markdown_table(result), end="")
+    notes = report.markdown_notes(result)
+    if notes:
+        print("\n" + notes, end="")
+    if args.json:
+        report.write_json(result, args.json)
+    if args.csv:
+        report.write_csv(result, args.csv)
+    if args.report:
+        _err(f"Report written to {report.write_report(result, args.report)}")
     return 0
 
 
@@ -273,6 +364,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
     "serve": Subcommand(
         "serve the Inference Endpoints handler over HTTP on localhost", _add_serve_arguments, run_serve
+    ),
+    "train": Subcommand(
+        "train or fine-tune a codec from a YAML config (accelerate / torchrun)", _add_train_arguments, run_train
+    ),
+    "evaluate": Subcommand(
+        "quality per bitrate against Opus: tables, JSON, plots", _add_evaluate_arguments, run_evaluate
     ),
 }
 

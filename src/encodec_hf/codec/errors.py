@@ -15,10 +15,14 @@ __all__ = [
     "EncodePlanMismatchError",
     "EncodecInputError",
     "EndpointRequestError",
+    "MetricInputError",
     "MissingLMError",
+    "OpusUnavailableError",
     "SamplingRateError",
     "StreamClosedError",
     "StreamingNotSupportedError",
+    "TrainingConfigError",
+    "TrainingDataError",
     "UnsupportedBandwidthError",
 ]
 
@@ -78,3 +82,19 @@ class EndpointRequestError(EncodecInputError):
 
 class CliError(Exception):
     """A user error of the ``encodec-hf`` command line: printed as one line, exit status 1."""
+
+
+class TrainingConfigError(ValueError):
+    """A training option or component is configured inconsistently (unknown or missing loss names, bad weights)."""
+
+
+class TrainingDataError(ValueError):
+    """Training data cannot be used: bad data options, an empty folder, an unreadable file, bad labels."""
+
+
+class MetricInputError(ValueError):
+    """A clip cannot be scored by a quality metric (silent, too short, mismatched with its reference)."""
+
+
+class OpusUnavailableError(RuntimeError):
+    """The Opus baseline needs Debian's opus-tools (``opusenc`` / ``opusdec``), which are not installed."""
