@@ -257,7 +257,13 @@ def test_cli_train_with_a_yaml_config_and_overrides(clips, tmp_path, capsys):
     assert [m["step"] for m in _metrics(output)] == [1, 2]
     assert EncodecModel.from_pretrained(output).config.sampling_rate == 8000
 
+    # Without a config file it prints the defaults (a template: data.train unset), but will not train.
     capsys.readouterr()
+    assert main(["train", "--print-config"]) == 0
+    defaults = yaml.safe_load(capsys.readouterr().out)
+    assert defaults["data"]["train"] is None and defaults["run"]["steps"] == TrainingConfig().run.steps
+    assert main(["train", "run.steps=1"]) == 1
+    assert "data.train" in capsys.readouterr().err
     assert main(["train", str(path), "optim.betas=[0.5]"]) == 1
     assert "optim.betas" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "nope.yaml")]) == 1

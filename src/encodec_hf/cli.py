@@ -274,7 +274,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     items = list(args.items)
     path = items.pop(0) if items and "=" not in items[0] else None
-    config = load_config(path, items + args.set)
+    # Printing works without data.train, so the defaults can start a config file.
+    config = load_config(path, items + args.set, require_data=not args.print_config)
     if args.print_config:
         import yaml
 
@@ -285,6 +286,7 @@ def run_train(args: argparse.Namespace) -> int:
     output = train(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from the first process
         _err(f"Model saved to {output} (EncodecModel.from_pretrained({str(output)!r})).")
+    return 0
 
 
 # --------------------------------------------------------------------------------------------- evaluate

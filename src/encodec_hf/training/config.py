@@ -131,14 +131,17 @@ class TrainingConfig:
         return _plain(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
-        """Builds and validates a config from nested dicts (YAML); missing keys keep their defaults."""
+    def from_dict(cls, values: dict[str, Any], require_data: bool = True) -> TrainingConfig:
+        """Builds and validates a config from nested dicts (YAML); missing keys keep their defaults.
+
+        ``require_data=False`` accepts a config without ``data.train`` (printing the defaults as a template)."""
         config = _build(cls, values, "")
-        config.validate()
+        config.validate(require_data)
         return config
 
-    def validate(self) -> None:
-        """Raises TrainingConfigError for values no run can use (checked before any model or data is built)."""
+    def validate(self, require_data: bool = True) -> None:
+        """Raises TrainingConfigError for values no run can use (checked before any model or data is built);
+        ``require_data=False`` skips only the check that ``data.train`` is set."""
         m, d, o, disc, r = self.model, self.data, self.optim, self.discriminator, self.run
         _require(m.pretrained is not None or m.preset in PRESETS, "model.preset", f"one of {PRESETS}", m.preset)
         _require(m.trainable in TRAINABLE, "model.trainable", f"one of {TRAINABLE}", m.trainable)
@@ -148,7 +151,9 @@ class TrainingConfig:
             "'all' when training from scratch (a decoder-only run needs model.pretrained)",
             m.trainable,
         )
-        _require(d.train is not None, "data.train", "a folder, .jsonl manifest or audio file", d.train)
+        _require(
+            d.train is not None or not require_data, "data.train", "a folder, .jsonl manifest or audio file", d.train
+        )
         _require(d.crop_seconds > 0, "data.crop_seconds", "> 0", d.crop_seconds)
         _require(d.num_workers >= 0, "data.num_workers", ">= 0", d.num_workers)
         _require(d.valid_items >= 1, "data.valid_items", ">= 1", d.valid_items)
@@ -291,8 +296,11 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainingConfig:
-    """Reads a YAML config (or the defaults when ``path`` is None), applies overrides, validates."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, require_data: bool = True
+) -> TrainingConfig:
+    """Reads a YAML config (or the defaults when ``path`` is None), applies overrides, validates (see
+    :meth:`TrainingConfig.from_dict` for ``require_data``)."""
     import yaml
 
     values: dict[str, Any] = {}
@@ -309,7 +317,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 f"Config file {path} must hold a mapping of sections, got {type(values).__name__}."
             )
     values = apply_overrides(values, overrides or [])
-    return TrainingConfig.from_dict(values)
+    return TrainingConfig.from_dict(values, require_data)
 
 
 def save_config(config: TrainingConfig, path: str | Path) -> None:
