@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainingConfigError
+from .initialization import WEIGHT_INITS
 
 PRESETS = ("24khz", "48khz", "32khz")
 TRAINABLE = ("all", "decoder")
@@ -38,6 +39,7 @@ class ModelConfig:
     preset: str = "24khz"  # architecture when training from scratch (ignored with `pretrained`)
     config: dict[str, Any] = field(default_factory=dict)  # EncodecConfig overrides for a from-scratch model
     trainable: str = "all"  # "all", or "decoder": encoder and codebooks frozen, so codes stay valid
+    weight_init: str = "torch"  # from scratch: "torch" (the layers' own, as Meta) or "variance_preserving"
 
 
 @dataclass
@@ -61,6 +63,17 @@ class OptimConfig:
     betas: tuple[float, float] = (0.5, 0.9)
     weight_decay: float = 0.0
     max_grad_norm: float | None = None  # clip the codec's gradient norm (None: no clipping, as the paper)
+
+
+@dataclass
+class CodebookConfig:
+    """Codebook learning (EMA k-means). A code whose EMA usage count falls below ``dead_code_threshold`` gets a
+    vector of the current batch. The paper's 2 suits its 4,800 frames per step (about 4.7 per code of 1024); a
+    batch of B x S seconds at 75 frames/s gives each code 75 B S / 1024 on average, so a small batch needs a
+    proportionally smaller threshold, or every code is replaced at every step."""
+
+    dead_code_threshold: float = 2.0
+    ema_decay: float = 0.99
 
 
 @dataclass
@@ -122,6 +135,7 @@ class TrainingConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     balancer: BalancerConfig = field(default_factory=BalancerConfig)
@@ -145,6 +159,16 @@ class TrainingConfig:
         m, d, o, disc, r = self.model, self.data, self.optim, self.discriminator, self.run
         _require(m.pretrained is not None or m.preset in PRESETS, "model.preset", f"one of {PRESETS}", m.preset)
         _require(m.trainable in TRAINABLE, "model.trainable", f"one of {TRAINABLE}", m.trainable)
+        _require(m.weight_init in WEIGHT_INITS, "model.weight_init", f"one of {WEIGHT_INITS}", m.weight_init)
+        _require(
+            m.weight_init == "torch" or m.pretrained is None,
+            "model.weight_init",
+            "'torch' with model.pretrained (initialisation applies to from-scratch models)",
+            m.weight_init,
+        )
+        cb = self.codebook
+        _require(cb.dead_code_threshold >= 0, "codebook.dead_code_threshold", ">= 0", cb.dead_code_threshold)
+        _require(0 < cb.ema_decay < 1, "codebook.ema_decay", "in (0, 1)", cb.ema_decay)
         _require(
             m.trainable == "all" or m.pretrained is not None,
             "model.trainable",
