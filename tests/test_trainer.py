@@ -223,6 +223,7 @@ def test_gradient_accumulation_and_bf16_run(clips, tmp_path):
         ({"model": {"pretrained": "some/model", "weight_init": "variance_preserving"}}, "model.weight_init"),
         ({"codebook": {"dead_code_threshold": -1.0}}, "codebook.dead_code_threshold"),
         ({"codebook": {"ema_decay": 1.0}}, "codebook.ema_decay"),
+        ({"losses": {"time_loss": "l3"}}, "losses.time_loss"),
     ],
 )
 def test_bad_configs_fail_before_any_step(clips, tmp_path, change, message):

@@ -9,8 +9,9 @@ from conftest import TINY_FIELDS
 from test_trainer import tiny_training_config, write_clips
 
 from encodec_hf import EncodecConfig, EncodecModel
+from encodec_hf.codec.seanet import EncodecResnetBlock
 from encodec_hf.training.config import TrainingConfig
-from encodec_hf.training.initialization import initialize_weights
+from encodec_hf.training.initialization import RESIDUAL_BRANCH_SCALE, initialize_weights
 from encodec_hf.training.trainer import Trainer, build_model
 
 
@@ -45,9 +46,13 @@ def test_variance_preserving_init_lets_the_gradient_reach_the_encoder():
 def test_variance_preserving_init_sets_the_weights_it_promises():
     model = EncodecModel(EncodecConfig(**TINY_FIELDS))
     initialize_weights(model, "variance_preserving", torch.Generator().manual_seed(3))
+    branch_ends = {id(block.block[-1].conv) for block in model.modules() if isinstance(block, EncodecResnetBlock)}
+    assert branch_ends
     for conv in _conv_layers(model):
         direction = conv.parametrizations.weight.original1
-        torch.testing.assert_close(conv.weight, direction)  # g = ||v||: the weight is v itself
+        # g = ||v||: the weight is v itself, scaled down at the end of each residual branch (SkipInit).
+        scale = RESIDUAL_BRANCH_SCALE if id(conv) in branch_ends else 1.0
+        torch.testing.assert_close(conv.weight, direction * scale)
         if isinstance(conv, torch.nn.ConvTranspose1d):
             fan_in = direction.shape[0] * direction.shape[2] / conv.stride[0]
         else:
@@ -77,6 +82,7 @@ def test_trainer_applies_the_init_and_the_codebook_options(tmp_path):
     values = tiny_training_config(clips, tmp_path / "run")
     values["model"]["weight_init"] = "variance_preserving"
     values["codebook"] = {"dead_code_threshold": 0.25, "ema_decay": 0.9}
+    values["losses"]["time_loss"] = "mse"
     config = TrainingConfig.from_dict(values)
     expected = EncodecModel(EncodecConfig(**TINY_FIELDS))
     initialize_weights(expected, "variance_preserving", torch.Generator().manual_seed(config.run.seed))
@@ -87,3 +93,5 @@ def test_trainer_applies_the_init_and_the_codebook_options(tmp_path):
     trainer = Trainer(config)
     assert trainer.codec.quantizer.dead_code_threshold == 0.25
     assert trainer.codec.quantizer.decay == 0.9
+    last = trainer.train()
+    assert last["loss/time"] > 0 and all(torch.isfinite(torch.tensor(v)) for k, v in last.items() if "loss/" in k)

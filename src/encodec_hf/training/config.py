@@ -28,6 +28,7 @@ from .initialization import WEIGHT_INITS
 
 PRESETS = ("24khz", "48khz", "32khz")
 TRAINABLE = ("all", "decoder")
+TIME_LOSSES = ("l1", "mse")
 MIXED_PRECISION = ("no", "bf16")
 
 
@@ -94,6 +95,7 @@ class LossConfig:
     """Loss weights lambda_* and the multi-scale mel loss' windows 2^min_exponent..2^max_exponent."""
 
     t: float = 0.1
+    time_loss: str = "l1"  # l_t: "l1" (the paper) or "mse" (squared error over the target's energy)
     f: float = 1.0
     g: float = 3.0
     feat: float = 3.0
@@ -191,6 +193,9 @@ class TrainingConfig:
         _require(0 <= disc.update_prob <= 1, "discriminator.update_prob", "in [0, 1]", disc.update_prob)
         _require(disc.warmup_steps >= 0, "discriminator.warmup_steps", ">= 0", disc.warmup_steps)
         _require(len(disc.n_ffts) > 0 and min(disc.n_ffts) >= 4, "discriminator.n_ffts", "windows >= 4", disc.n_ffts)
+        _require(
+            self.losses.time_loss in TIME_LOSSES, "losses.time_loss", f"one of {TIME_LOSSES}", self.losses.time_loss
+        )
         for key in ("t", "f", "g", "feat", "w"):
             value = getattr(self.losses, key)
             _require(value >= 0 and math.isfinite(value), f"losses.{key}", ">= 0", value)

@@ -7,7 +7,9 @@ residual, so the gradient that reaches the encoder's first convolution of a from
 sits for thousands of steps in the "output silence" plateau. ``"variance_preserving"`` draws every convolution's
 weight-norm direction ``v`` with standard deviation ``1 / sqrt(fan_in)`` (``fan_in`` of a transposed convolution:
 input channels x kernel / stride, the taps that reach one output sample), sets the magnitude ``g = ||v||`` so the
-initial weight equals ``v``, and zeroes the biases; the LSTMs keep PyTorch's initialisation. With it the
+initial weight equals ``v``, and zeroes the biases; the last convolution of every residual branch then has its
+magnitude scaled by ``RESIDUAL_BRANCH_SCALE`` (SkipInit, De & Smith 2020), so that each residual block starts as
+its shortcut and the variance does not grow with depth. The LSTMs keep PyTorch's initialisation. With it the
 encoder's first-layer gradient is within two orders of magnitude of the last layer's.
 """
 
@@ -18,7 +20,11 @@ import math
 import torch
 from torch import nn
 
+from ..codec.conv import EncodecConv1d
+from ..codec.seanet import EncodecResnetBlock
+
 WEIGHT_INITS = ("torch", "variance_preserving")
+RESIDUAL_BRANCH_SCALE = 1e-3
 
 
 def _fan_in(conv: nn.Module, direction: torch.Tensor) -> float:
@@ -46,3 +52,7 @@ def initialize_weights(model: nn.Module, scheme: str, generator: torch.Generator
         magnitude.copy_(direction.norm(dim=tuple(range(1, direction.dim())), keepdim=True))
         if module.bias is not None:
             module.bias.zero_()
+    for block in model.modules():
+        if isinstance(block, EncodecResnetBlock):
+            last = [layer for layer in block.block if isinstance(layer, EncodecConv1d)][-1]
+            last.conv.parametrizations.weight.original0.mul_(RESIDUAL_BRANCH_SCALE)

@@ -45,6 +45,7 @@ from .losses import (
     feature_matching_loss,
     generator_adversarial_loss,
     time_l1_loss,
+    time_relative_mse_loss,
 )
 
 logger = logging.getLogger(__name__)
@@ -278,7 +279,8 @@ class Trainer:
             train_encoder = self.config.model.trainable == "all"
             if train_encoder and c.losses.w > 0:
                 decoded = _AddLoss.apply(decoded, c.losses.w * commitment)
-            losses = {"time": time_l1_loss(decoded, audio), "mel": self.mel_loss(decoded, audio)}
+            time_loss = time_relative_mse_loss if c.losses.time_loss == "mse" else time_l1_loss
+            losses = {"time": time_loss(decoded, audio), "mel": self.mel_loss(decoded, audio)}
             if self.adversarial and not warm:
                 discriminator = acc.unwrap_model(self.discriminator)
                 with self._autocast():
