@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from transformers.utils import ModelOutput
 from .chunking import ChunkLayout, linear_overlap_add
 from .configuration import EncodecConfig
 from .errors import CheckpointMismatchError, EncodecInputError
+from .feature_extraction import EncodecFeatureExtractor
 from .inference_plan import BatchLimits, InferencePlan, fast_inference_default
 from .quantization import EncodecEuclideanCodebook, EncodecResidualVectorQuantizer
 from .seanet import EncodecDecoder, EncodecEncoder
@@ -254,6 +256,22 @@ class EncodecModel(EncodecPreTrainedModel):
         if strict:
             _refuse_mismatch(pretrained_model_name_or_path, info)
         return (model, info) if want_info else model
+
+    def save_pretrained(
+        self, save_directory, *args, is_main_process: bool = True, push_to_hub: bool = False, **kwargs
+    ):
+        """transformers' save (``config.json``, ``model.safetensors``) plus ``preprocessor_config.json`` derived
+        from the config (`EncodecFeatureExtractor.write_for_config`), so `EncodecFeatureExtractor`,
+        ``AutoFeatureExtractor`` and ``AutoProcessor`` load from the folder too."""
+        hub = {}
+        if push_to_hub:  # transformers would upload only the files its own save wrote: push the finished folder
+            hub = {k: kwargs.pop(k) for k in ("commit_message", "create_pr", "private", "token") if k in kwargs}
+            hub["repo_id"] = kwargs.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
+        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            EncodecFeatureExtractor.write_for_config(self.config, save_directory)
+            if push_to_hub:
+                self.push_to_hub(**hub)
 
     # ------------------------------------------------------------------ helpers
     @property
