@@ -11,10 +11,11 @@ are the first K codebooks of these, so its counts are read off the same run).
 Paths: ``meta`` (the original package), ``transformers``, ``plain`` (encodec_hf, ``fast_inference=False``),
 ``fast`` (``fast_inference=True``), ``stream`` (``StreamingEncoder`` in 20 ms blocks for 24 kHz,
 ``ChunkStreamingEncoder`` in 20 ms blocks for 48 kHz), ``plain@2threads`` (the plain path with 2 torch threads;
-every other path runs with 1). For each pair: differing codes, frames with a difference, and the relative gap
-of each frame's first differing codebook (tests/code_compare.py: the difference of the two squared distances
-relative to |r|^2 + |e|^2, judged on the plain path's latents). Later codebooks of such a frame quantize a
-residual that differs by a whole codeword, so they differ too; they are counted but not judged.
+every other path runs with 1), ``plain@batch2`` / ``fast@batch2`` (the clip as item 0 of a batch of two). For
+each pair: differing codes, frames with a difference, and the relative gap of each frame's first differing
+codebook (tests/code_compare.py: the difference of the two squared distances relative to |r|^2 + |e|^2, judged
+on the plain path's latents). Later codebooks of such a frame quantize a residual that differs by a whole
+codeword, so they differ too; they are counted but not judged.
 
 Usage::
 
@@ -58,6 +59,8 @@ PAIRS = [
     ("stream", "plain"),
     ("stream", "fast"),
     ("plain@2threads", "plain"),
+    ("plain@batch2", "plain"),
+    ("fast@batch2", "fast"),
 ]
 
 
@@ -118,8 +121,16 @@ def run_preset(preset: str, seconds: float | None, seed: int, codebooks: str) ->
         torch.set_num_threads(2)
         timed("plain@2threads", lambda: _per_chunk(ours.encode(x, bandwidth=bandwidth).audio_codes, chunk_frames))
         torch.set_num_threads(1)
+        # The clip as item 0 of a batch of two (item 1: the clip reversed): other batch shapes, other kernel blockings.
+        pair = torch.cat([x, x.flip(-1)])
+        timed(
+            "plain@batch2", lambda: _per_chunk(ours.encode(pair, bandwidth=bandwidth).audio_codes[:, :1], chunk_frames)
+        )
         ours.fast_inference = True
         timed("fast", lambda: _per_chunk(ours.encode(x, bandwidth=bandwidth).audio_codes, chunk_frames))
+        timed(
+            "fast@batch2", lambda: _per_chunk(ours.encode(pair, bandwidth=bandwidth).audio_codes[:, :1], chunk_frames)
+        )
         block = rate // 50  # 20 ms
         blocks = [x[..., i : i + block] for i in range(0, x.shape[-1], block)]
         if ours.config.chunk_length_s is None:
