@@ -64,10 +64,15 @@ def code_differences(codes_a, codes_b, model_or_quantizer, latents) -> list[Code
         codes_a, codes_b: int codes `[..., K, F]`, same shape.
         model_or_quantizer: an `EncodecModel` (its ``quantizer``) or the quantizer itself.
         latents: the encoder output the codes quantize, `[..., D, F]`; either path's (they differ by rounding).
+            A callable returning it is called only when the codes differ (equal codes need no encoder pass).
     """
     codes_a, codes_b = torch.as_tensor(codes_a), torch.as_tensor(codes_b)
     if codes_a.shape != codes_b.shape:
         raise AssertionError(f"code shapes differ: {tuple(codes_a.shape)} vs {tuple(codes_b.shape)}")
+    if callable(latents):
+        if torch.equal(codes_a, codes_b):
+            return []
+        latents = latents()
     lead = codes_a.shape[:-2]
     if tuple(latents.shape[:-2]) != tuple(lead) or latents.shape[-1] != codes_a.shape[-1]:
         raise AssertionError(f"latents {tuple(latents.shape)} do not match codes {tuple(codes_a.shape)} ([..., D, F])")

@@ -121,3 +121,19 @@ def test_encoder_latents_quantize_to_encode_codes_for_chunked_models():
     for n, count in enumerate(frames):
         direct = model.quantizer.encode(latents[n, ..., :count], codes.shape[2])
         assert_codes_match(direct, codes[n, ..., :count], model, latents[n, ..., :count])
+
+
+def test_latents_given_as_a_callable_are_computed_only_when_codes_differ(tiny):
+    model, _, codes, latents = tiny
+    calls = []
+
+    def lazy():
+        calls.append(1)
+        return latents
+
+    assert assert_codes_match(codes, codes.clone(), model, lazy) == [] and calls == []
+    wrong = codes.clone()
+    wrong[0, 1, 0, 7] = (wrong[0, 1, 0, 7] + 1) % model.config.codebook_size
+    with pytest.raises(AssertionError, match=r"index \(0, 1\), frame 7, codebook 0"):
+        assert_codes_match(codes, wrong, model, lazy)
+    assert calls == [1]

@@ -10,6 +10,7 @@ so there the contract is per item: each item of our padded batch equals the refe
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 
 import pytest
 import torch
@@ -62,9 +63,12 @@ def test_single_and_equal_length_batch_match_transformers(model_pair, name, band
         ref = reference.encode(x, bandwidth=bandwidth)
         ours = model.encode(x, bandwidth=bandwidth)
         assert ours.audio_codes.dtype == torch.long
-        assert_codes_match(ours.audio_codes, ref.audio_codes, model, encoder_latents(model, x))
-        with _reference_kernels(model):
-            assert torch.equal(model.encode(x, bandwidth=bandwidth).audio_codes, ref.audio_codes)
+        if model.fast_inference:  # the fast plan (24 / 32 kHz default): near-ties only; the reference kernels: exact
+            assert_codes_match(ours.audio_codes, ref.audio_codes, model, partial(encoder_latents, model, x))
+            with _reference_kernels(model):
+                assert torch.equal(model.encode(x, bandwidth=bandwidth).audio_codes, ref.audio_codes)
+        else:
+            assert torch.equal(ours.audio_codes, ref.audio_codes)
         assert ours.last_frame_pad_length == ref.last_frame_pad_length
         _assert_scales_equal(ours.audio_scales, ref.audio_scales)
 
@@ -109,7 +113,7 @@ def test_padded_batch_matches_transformers_per_item(model_pair, name, bandwidth)
         chunks, _, _, frames = alone.audio_codes.shape
         # the item alone runs other batch shapes (kernel blockings): near-ties only (tests/code_compare.py)
         item_codes = ours.audio_codes[:chunks, i : i + 1, :, :frames]
-        assert_codes_match(item_codes, alone.audio_codes, model, encoder_latents(model, clip[None]))
+        assert_codes_match(item_codes, alone.audio_codes, model, partial(encoder_latents, model, clip[None]))
         assert not ours.audio_codes[chunks:, i].any(), "chunk slots past an item's end hold 0"
         assert not ours.audio_codes[:, i, :, frames:].any(), "frames past an item's end hold 0"
         if model.config.normalize:
