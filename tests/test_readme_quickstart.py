@@ -1,4 +1,4 @@
-"""The README's Quick start runs as written: its code blocks, verbatim, on a local model and local audio.
+"""The README's Quick start and each model card's example run as written: verbatim, on a local model and audio.
 
 The blocks are read from README.md at test time, so the README cannot drift from what runs. Only the inputs are
 swapped, each substitution checked to have happened: the Hub model id for a folder written by
@@ -16,8 +16,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
-from conftest import random_model, tiny_config
+from conftest import random_model, tiny_chunked_config, tiny_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "facebook/encodec_24khz"
@@ -96,3 +97,29 @@ def test_localise_swaps_only_inputs(tmp_path):
         "m = M.from_pretrained('/m')\na, sr = load_audio('/a/x.wav')\n"
         'ds = load_dataset("parquet", data_files=\'/d/train.parquet\', split="train")\n'
     )
+
+
+# Each Hub card's "Use with encodec_hf" block, on a tiny model of the card's structure and bandwidths.
+CARD_CONFIGS = {
+    "encodec_24khz": tiny_config,
+    "encodec_48khz": tiny_chunked_config,  # stereo, chunked, normalised
+    "encodec_32khz": lambda: tiny_config(sampling_rate=400, codebook_size=2048, target_bandwidths=[2.2]),  # 50 fps
+}
+
+
+@pytest.mark.parametrize("card", sorted(CARD_CONFIGS))
+def test_model_card_example_runs_verbatim(card, tmp_path, monkeypatch):
+    text = (REPO_ROOT / "model_cards" / f"{card}.md").read_text(encoding="utf-8")
+    section = re.search(r"^## Use with encodec_hf\n(.*?)(?=^## )", text, flags=re.S | re.M)
+    assert section, f"{card}.md has no '## Use with encodec_hf' section"
+    (code,) = re.findall(r"^```python\n(.*?)^```", section.group(1), flags=re.S | re.M)
+    folder = tmp_path / "card_model"  # write_inputs writes its own tiny model to tmp_path / "model"
+    random_model(CARD_CONFIGS[card]()).save_pretrained(folder)
+    _, wav, _ = write_inputs(tmp_path)
+    assert "{repo_id}" in code
+    script = AUDIO_FILE.sub(repr(str(wav)), code.replace('"{repo_id}"', repr(str(folder))))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    namespace: dict = {"__name__": "__model_card__"}
+    exec(compile(script, f"{card}.md", "exec"), namespace)  # noqa: S102 - the card's own code
+    config = namespace["model"].config
+    assert namespace["audio_values"].shape[:2] == (1, config.audio_channels)
