@@ -21,7 +21,7 @@ Output columns: `audio_codes` (`[N, K, F]` int16: chunks, codebooks, frames), `a
 float32, only for models with `normalize=True` such as 48 kHz) and `num_samples` (clip length at the
 model rate, needed to decode back to the exact length): the columns of `encodec_hf.codec.chunking.ClipCodes`.
 Batched results equal per-item results: `model.encode` with a `padding_mask` encodes every item of a batch at its
-own length, exactly as it would be encoded alone.
+own length, as it would be encoded alone (up to near-tie codes, docs/performance.md "What identical codes means").
 """
 
 from __future__ import annotations

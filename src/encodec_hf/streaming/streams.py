@@ -230,7 +230,8 @@ class StreamingEncoder(_Stream):
     returned, except during the start-up stall (the reflect left padding of the latent-rate convolution needs
     ``last_kernel_size`` frames: the first codes come once 7 frames are in, then one per frame). ``flush()``
     returns the remaining frames, including the last partial frame, which the offline ``encode`` computes from
-    right-padded audio: so the codes of push + flush are identical to ``model.encode(whole)`` for every length.
+    right-padded audio: so the codes of push + flush are ``model.encode(whole)``'s for every length, up to
+    near-ties (the steps round the latents differently: docs/performance.md, "What identical codes means").
     """
 
     unit = "frame"
@@ -426,9 +427,10 @@ class ChunkStreamingEncoder(_Stream):
 
     Push blocks of any size; each push returns the list of :class:`EncodedChunk` completed by it (a chunk is
     complete once ``chunk_length`` samples from its start are in). ``flush()`` returns the trailing, shorter
-    chunks. Chunks are encoded exactly as ``model.encode`` encodes them (same spans, same per-chunk RMS scale),
-    so the codes and scales are identical to offline encoding of the whole signal: chunk ``k`` of the stream is
-    ``encode(x).audio_codes[k]`` (without the zero frames that pad shorter chunks there).
+    chunks. Chunks are encoded as ``model.encode`` encodes them (same spans, same per-chunk RMS scale, the same
+    layers), so chunk ``k`` of the stream is ``encode(x).audio_codes[k]`` (without the zero frames that pad shorter
+    chunks there): scales bit-identical, codes identical in every measurement but, since ``encode`` runs full
+    chunks as one batch and the stream one at a time, guaranteed only up to near-ties (docs/performance.md).
     """
 
     unit = "chunk"
