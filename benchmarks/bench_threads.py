@@ -84,9 +84,10 @@ def main() -> None:
         codes = torch.randint(1024, (8, frames), generator=torch.Generator().manual_seed(1))
         cases["lm"] = lambda n: _timed(_lm, lm, codes, n)
 
-    for case in cases.values():  # warm-up: plans, allocator, LM kernel measurements for both counts
+    for name, case in cases.items():  # warm-up: plans, allocator, LM kernel measurements for both counts
         case(1)
         case(many)
+        print(f"  {name}: warmed up", flush=True)
     results: dict = {}
     for name, case in cases.items():
         runs: dict[int, dict[str, list[float]]] = {1: {"wall": [], "cpu": []}, many: {"wall": [], "cpu": []}}
@@ -95,6 +96,7 @@ def main() -> None:
                 wall, cpu = case(n)
                 runs[n]["wall"].append(wall)
                 runs[n]["cpu"].append(cpu)
+                print(f"  {name}, {n} thread(s): {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
         results[name] = {str(n): {kind: _summary(values) for kind, values in r.items()} for n, r in runs.items()}
         one, other = results[name]["1"], results[name][str(many)]
         results[name]["ratio_default_over_one"] = {

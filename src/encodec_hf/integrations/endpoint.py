@@ -298,7 +298,7 @@ class EndpointServer(ThreadingHTTPServer):
         self._connections = threading.BoundedSemaphore(self.max_admitted + CONNECTION_HEADROOM)
         self._lock = threading.Lock()
         self.active = 0  # admitted requests (computing or waiting for a worker)
-        self.mean_service_s = 1.0  # running mean of a request's time from admission to reply (Retry-After)
+        self.mean_in_system_s = 1.0  # running mean of a request's time from admission to reply (Retry-After)
         super().__init__(address, _RequestHandler)
 
     # Connection threads are bounded: when all are busy the accept loop waits and new connections stay in the
@@ -325,16 +325,16 @@ class EndpointServer(ThreadingHTTPServer):
             self.active += 1
         return True
 
-    def release(self, service_s: float) -> None:
+    def release(self, in_system_s: float) -> None:
         with self._lock:
             self.active -= 1
-            self.mean_service_s = 0.8 * self.mean_service_s + 0.2 * service_s
+            self.mean_in_system_s = 0.8 * self.mean_in_system_s + 0.2 * in_system_s
         self._admitted.release()
 
     def retry_after_s(self) -> int:
-        """Seconds until a slot is likely free: the admitted requests' expected service time over the workers."""
-        estimate = self.mean_service_s * self.max_admitted / self.endpoint.workers
-        return max(1, min(MAX_RETRY_AFTER_S, math.ceil(estimate)))
+        """Seconds until the admitted requests are likely served: the recent time from admission to reply (when
+        saturated, that is the queue's wait plus one request's computation)."""
+        return max(1, min(MAX_RETRY_AFTER_S, math.ceil(self.mean_in_system_s)))
 
 
 def _query_parameters(query: str) -> dict[str, Any]:

@@ -170,12 +170,8 @@ def _check_code_block(model, codes, batch_size: int | None, num_codebooks: int |
 
 
 class _Stream:
-    """Lifecycle shared by the stream classes: closed / broken flags, context manager, guarded updates.
-
-    Every push / flush runs inside ``encodec_hf.threads.torch_threads(self.num_threads, default)``: frame streams
-    (many small kernels) default to one torch thread, chunk streams keep the process's count; the caller's count is
-    restored after each call. ``num_threads`` (constructor argument or attribute) overrides it.
-    """
+    """Lifecycle shared by the stream classes: closed / broken flags, context manager, guarded updates (each inside
+    ``encodec_hf.threads.torch_threads``: one torch thread for frame streams, the process's count for chunk ones)."""
 
     state: EncoderStreamState | DecoderStreamState
     num_threads: int | None = None
