@@ -9,6 +9,7 @@ import torch
 
 import encodec_hf.threads as threads_module
 from encodec_hf.ecdc.lm import EncodecLM, EncodecLMConfig
+from encodec_hf.errors import ThreadCountError
 from encodec_hf.streaming import StreamingDecoder, StreamingEncoder
 from encodec_hf.threads import ENV_VAR, resolve_num_threads, torch_threads
 from tests.hf_fixtures import save_tiny_model, tiny_model, write_clips
@@ -48,8 +49,14 @@ def test_resolution_order(monkeypatch):
 @pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
 def test_bad_env_value_names_the_variable(monkeypatch, bad):
     monkeypatch.setenv(ENV_VAR, bad)
-    with pytest.raises(ValueError, match=ENV_VAR):
+    with pytest.raises(ThreadCountError, match=ENV_VAR):
         resolve_num_threads()
+    enc = StreamingEncoder(tiny_model("mono"))
+    with pytest.raises(ThreadCountError, match=ENV_VAR):
+        enc.push(torch.zeros(1, 1, 160))
+    assert not enc.state.broken  # refused before the stream changed
+    monkeypatch.delenv(ENV_VAR)
+    enc.push(torch.zeros(1, 1, 160))
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True])

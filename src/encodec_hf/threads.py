@@ -32,6 +32,8 @@ from collections.abc import Iterator
 
 import torch
 
+from .errors import ThreadCountError
+
 ENV_VAR = "ENCODEC_HF_NUM_THREADS"
 INHERIT = "inherit"
 SMALL_OP_THREADS = 1  # the default of the many-small-ops loops (module docstring)
@@ -67,7 +69,7 @@ def torch_default_threads() -> int:
 
 def _check_count(value: object, source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{source} must be a positive integer number of threads, got {value!r}.")
+        raise ThreadCountError(f"{source} must be a positive integer number of threads, got {value!r}.")
     return value
 
 
@@ -100,7 +102,7 @@ def resolve_num_threads(num_threads: int | None = None, default: int | None = SM
         default: the loop's own default when the user chose nothing; `None` keeps the process's count.
 
     Raises:
-        ValueError: `num_threads` or ``$ENCODEC_HF_NUM_THREADS`` is not a positive integer.
+        ThreadCountError: `num_threads` or ``$ENCODEC_HF_NUM_THREADS`` is not a positive integer (a `ValueError`).
     """
     if num_threads is not None:
         return _check_count(num_threads, "num_threads")

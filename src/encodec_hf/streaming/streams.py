@@ -201,12 +201,12 @@ class _Stream:
 
     def _guarded(self, fn, *args):
         """Runs a state update; an exception midway marks the stream broken (inputs were validated before)."""
-        try:
-            with torch.no_grad(), torch_threads(self.num_threads, self._default_threads):
+        with torch.no_grad(), torch_threads(self.num_threads, self._default_threads):
+            try:
                 return fn(*args)
-        except Exception:
-            self.state.broken = True
-            raise
+            except Exception:
+                self.state.broken = True
+                raise
 
 
 # ---------------------------------------------------------------------------------------------------------------
