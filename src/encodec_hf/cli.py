@@ -191,6 +191,13 @@ def _add_encode_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda:0")
     parser.add_argument("--convert-channels", action="store_true", help="mix to mono / duplicate to stereo as needed")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--num-threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads per process (default: $ENCODEC_HF_NUM_THREADS, else OMP_NUM_THREADS, else 1; "
+        "use more processes, torchrun --nproc-per-node N, to use more cores)",
+    )
 
 
 def run_encode_dataset(args: argparse.Namespace) -> int:
@@ -215,6 +222,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
             device=args.device,
             convert_channels=args.convert_channels,
             progress=not args.no_progress,
+            num_threads=args.num_threads,
         )
     except (EncodecInputError, EncodePlanMismatchError, KeyError, FileNotFoundError) as err:
         print(f"encode-dataset: error: {err}", file=sys.stderr)
@@ -226,7 +234,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- serve
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from .integrations.endpoint import DEFAULT_MAX_BODY_BYTES
+    from .integrations.endpoint import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, default_workers
 
     parser.add_argument("--model", required=True, help="model folder (save_pretrained / Hub repo snapshot) or id")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
@@ -234,6 +242,39 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-duration-s", type=float, default=None, help="longest audio accepted (seconds)")
     parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=default_workers(),
+        help=f"requests computed at once (default: the physical cores, at most 4: {default_workers()} here)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=_non_negative_int,
+        default=DEFAULT_MAX_QUEUE,
+        help=f"requests admitted to wait for a worker; beyond them: 503 + Retry-After (default {DEFAULT_MAX_QUEUE})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads per worker (default: $ENCODEC_HF_NUM_THREADS,"
+        " else the process's OMP_NUM_THREADS, else the physical cores / --workers, at least 1)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -242,19 +283,34 @@ def run_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        endpoint = EndpointHandler(args.model, max_duration_s=args.max_duration_s, device=args.device)
+        endpoint = EndpointHandler(
+            args.model,
+            max_duration_s=args.max_duration_s,
+            device=args.device,
+            workers=args.workers,
+            num_threads=args.threads,
+        )
     except (OSError, ValueError) as err:
         print(f"serve: error: {err}", file=sys.stderr)
         return 2
-    server = make_server(endpoint, args.host, args.port, int(args.max_body_mb * 2**20))
+    server = make_server(endpoint, args.host, args.port, int(args.max_body_mb * 2**20), args.max_queue)
     host, port = server.server_address[:2]
+    # The first line is the address (scripts and tests read it); the limits go to the log.
     print(f"Serving encodec_hf endpoint on http://{host}:{port}", flush=True)
+    threads = "inherited" if endpoint.num_threads is None else endpoint.num_threads
+    logging.getLogger(__name__).info(
+        "%d worker(s), %s torch thread(s) each, queue of %d; busy beyond that: 503",
+        args.workers,
+        threads,
+        args.max_queue,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+    return 0
 
 
 # --------------------------------------------------------------------------------------------- train

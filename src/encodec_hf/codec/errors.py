@@ -22,6 +22,7 @@ __all__ = [
     "StreamClosedError",
     "StreamingNotSupportedError",
     "TrainingConfigError",
+    "ThreadCountError",
     "TrainingDataError",
     "UnsupportedBandwidthError",
 ]
@@ -71,9 +72,13 @@ class EncodePlanMismatchError(ValueError):
     """An ``encode-dataset`` output folder holds shards of a different run (other dataset, model, world size...)."""
 
 
+class ThreadCountError(ValueError):
+    """A torch thread count (a `num_threads` argument or ``$ENCODEC_HF_NUM_THREADS``) is not a positive integer."""
+
+
 class EndpointRequestError(EncodecInputError):
     """A request the endpoint cannot serve; ``status`` is the HTTP status code to answer with (400 by default:
-    413 too long or too large, 415 unsupported format)."""
+    413 too long or too large, 415 unsupported Content-Type)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
