@@ -354,3 +354,36 @@ def test_transformers_loading_bar_is_hidden_only_while_we_load(folders, capsys):
     cli._load_model(str(folder), "cpu")
     assert "Loading weights" not in capsys.readouterr().err
     assert transformers_logging.is_progress_bar_enabled()  # restored
+
+
+# ---------------------------------------------------------------------------------------------- Meta's package
+@pytest.fixture(scope="module")
+def meta_pairs(tmp_path_factory):
+    from reference_encodec import ConvertedPair
+
+    return {name: ConvertedPair(name, tmp_path_factory.mktemp(name)) for name in ("encodec_24khz", "encodec_48khz")}
+
+
+@pytest.mark.parametrize("name, seconds", [("encodec_24khz", 0.6), ("encodec_48khz", 1.2)])  # 48 kHz: 2 chunks
+@pytest.mark.parametrize("use_lm", [False, True])
+def test_cli_streams_the_bytes_of_metas_compress(meta_pairs, name, seconds, use_lm, tmp_path, monkeypatch):
+    from reference_encodec import original_compress_module
+
+    pair = meta_pairs[name]
+    pair.patch_original_models(monkeypatch)
+    original = original_compress_module()
+    gen = torch.Generator().manual_seed(1)
+    x = 0.1 * torch.randn(pair.original.channels, int(seconds * pair.original.sample_rate), generator=gen)
+    sf.write(tmp_path / "in.wav", x.t().numpy(), pair.original.sample_rate, subtype="FLOAT")  # read back exactly
+    args = ["compress", str(tmp_path / "in.wav"), str(tmp_path / "o.ecdc"), "--model", str(pair.folder)]
+    assert cli.main(args + (["--lm"] if use_lm else [])) == 0
+    pair.original.set_target_bandwidth(6.0)
+    theirs = original.compress(pair.original, x, use_lm=use_lm)
+    assert (tmp_path / "o.ecdc").read_bytes() == theirs
+    assert (
+        cli.main(["decompress", str(tmp_path / "o.ecdc"), str(tmp_path / "o.wav"), "--model", str(pair.folder)]) == 0
+    )
+    reference, _ = original.decompress(theirs)
+    ours, _ = sf.read(tmp_path / "o.wav", always_2d=True)
+    expected = reference.clamp(-0.99, 0.99).t().numpy()
+    assert ours.shape == expected.shape and np.abs(ours - expected).max() <= 1 / 32767 + 1e-5
