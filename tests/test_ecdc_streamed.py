@@ -387,3 +387,23 @@ def test_cli_streams_the_bytes_of_metas_compress(meta_pairs, name, seconds, use_
     ours, _ = sf.read(tmp_path / "o.wav", always_2d=True)
     expected = reference.clamp(-0.99, 0.99).t().numpy()
     assert ours.shape == expected.shape and np.abs(ours - expected).max() <= 1 / 32767 + 1e-5
+
+
+def test_a_model_that_cannot_stream_is_run_whole(tmp_path, capsys):
+    """A non-causal unchunked model has no stream: the command says so and gives compress's bytes anyway."""
+    folder = tmp_path / "model"
+    model = random_model(tiny_config(ecdc_model_name="encodec_24khz", use_causal_conv=False), seed=4)
+    model.save_pretrained(folder)
+    x = _write_wav(tmp_path / "in.wav", 0.3, 8000, 1)
+    assert cli.main(["compress", str(tmp_path / "in.wav"), str(tmp_path / "o.ecdc"), "--model", str(folder)]) == 0
+    assert "cannot stream" in capsys.readouterr().err
+    assert (tmp_path / "o.ecdc").read_bytes() == encodec_hf.compress(load_model(folder), x, bandwidth=6.0)
+    assert cli.main(["decompress", str(tmp_path / "o.ecdc"), str(tmp_path / "o.wav"), "--model", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert "cannot stream" in err and err.strip().split("\n")[-1].startswith("Decompressed 0.30 s of audio")
+    assert sf.info(tmp_path / "o.wav").frames == x.shape[1]
+
+
+def test_summary_durations():
+    assert cli._duration(3.0) == "3.00 s" and cli._duration(3600.4) == "3600.4 s (1:00:00)"
+    assert cli._duration(61.0) == "61.0 s (0:01:01)"

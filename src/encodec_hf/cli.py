@@ -96,9 +96,9 @@ def _load_model(name: str, device: str):
 def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.2f} s"
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(int(minutes), 60)
-    return f"{hours}:{minutes:02d}:{secs:05.2f}" if hours else f"{minutes}:{secs:05.2f}"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{seconds:.1f} s ({hours}:{minutes:02d}:{secs:02d})"
 
 
 def _summary(verb: str, summary, wall_s: float, target: Path) -> str:
