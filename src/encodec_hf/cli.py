@@ -146,7 +146,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .audio_io import StreamingConverter, audio_info
+    from .audio_io import audio_info
     from .ecdc import container as ecdc
     from .errors import UnsupportedBandwidthError
 
@@ -172,7 +172,7 @@ def run_compress(args: argparse.Namespace) -> int:
             _err(f"Converting {info.channels} channel(s) to {config.audio_channels}.")
         if info.samplerate != config.sampling_rate:
             _err(f"Resampling from {info.samplerate} Hz to {config.sampling_rate} Hz.")
-        length = StreamingConverter(info.samplerate, info.channels, config.sampling_rate, 1).output_length(info.frames)
+        length = -(-info.frames * config.sampling_rate // info.samplerate)  # resample's ceil(T * new / old)
         frames = ecdc.total_frames(config, length) if info.frames else 0
         wav_output = output.suffix.lower() != ".ecdc"
         ecdc_path = tmp.with_name(tmp.name + ".ecdc") if wav_output else tmp
