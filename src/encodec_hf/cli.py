@@ -55,13 +55,58 @@ def atomic_output(path: Path, force: bool) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _progress(total: int, description: str) -> Iterator[Callable[[int], None] | None]:
+    """A tqdm bar of `total` frames on stderr, advanced by the callback it yields; it stays on screen at the end."""
     if total < PROGRESS_MIN_FRAMES:
         yield None
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, desc=description, unit="frame", file=sys.stderr, leave=False) as bar:
+    with tqdm(total=total, desc=description, unit="frame", file=sys.stderr, leave=True, dynamic_ncols=True) as bar:
         yield bar.update
+
+
+@contextlib.contextmanager
+def _quiet_model_loading() -> Iterator[None]:
+    """Hides transformers' own "Loading weights" bar while we load a model (our bars are the command's); Hub
+    download bars keep their setting. The previous state is restored afterwards."""
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    bars_were_on = transformers_logging.is_progress_bar_enabled()
+    downloads_were_off = hub_utils.are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()  # also turns off huggingface_hub's bars ...
+    if not downloads_were_off:
+        hub_utils.enable_progress_bars()  # ... which show downloads: keep them
+    try:
+        yield
+    finally:
+        if bars_were_on:
+            transformers_logging.enable_progress_bar()
+        if downloads_were_off:
+            hub_utils.disable_progress_bars()
+
+
+def _load_model(name: str, device: str):
+    from .integrations.hub import load_model
+
+    with _quiet_model_loading():
+        return load_model(name, device)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{seconds:.1f} s ({hours}:{minutes:02d}:{secs:02d})"
+
+
+def _summary(verb: str, summary, wall_s: float, target: Path) -> str:
+    """The one line printed after compress / decompress: duration, bytes, real bitrate, wall time."""
+    return (
+        f"{verb} {_duration(summary.duration_s)} of audio, {summary.num_bytes:,} bytes of .ecdc "
+        f"({summary.kbps:.2f} kbps), in {wall_s:.1f} s: {target}"
+    )
 
 
 def _check_input(path: Path) -> None:
@@ -95,13 +140,17 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    """Streams the input through the model into the `.ecdc` file (bounded memory, docs/ecdc.md); a model that
+    cannot stream is run on the whole file."""
+    import time
+
     import torch
 
-    from .audio_io import convert_audio, load_audio
+    from .audio_io import audio_info
     from .ecdc import container as ecdc
     from .errors import UnsupportedBandwidthError
-    from .integrations.hub import load_model
 
+    start = time.perf_counter()
     _check_input(args.input)
     output = args.output or args.input.with_suffix(".ecdc")
     if output.suffix.lower() != ".ecdc" and not _decoded_suffix_ok(output):
@@ -109,7 +158,7 @@ def run_compress(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CliError("--device cuda was asked for but CUDA is not available.")
     with atomic_output(output, args.force) as tmp:
-        model = load_model(args.model or (HQ_MODEL if args.hq else DEFAULT_MODEL), args.device)
+        model = _load_model(args.model or (HQ_MODEL if args.hq else DEFAULT_MODEL), args.device)
         config = model.config
         try:
             config.resolve_bandwidth(args.bandwidth)
@@ -118,21 +167,70 @@ def run_compress(args: argparse.Namespace) -> int:
                 f"Bandwidth {args.bandwidth:g} is not supported by the model {ecdc.ecdc_model_name(config)}; "
                 f"choose one of {', '.join(f'{b:g}' for b in config.target_bandwidths)}."
             ) from None
-        audio, sampling_rate = load_audio(args.input)
-        if audio.shape[0] != config.audio_channels:
-            _err(f"Converting {audio.shape[0]} channel(s) to {config.audio_channels}.")
-        if sampling_rate != config.sampling_rate:
-            _err(f"Resampling from {sampling_rate} Hz to {config.sampling_rate} Hz.")
-        audio = convert_audio(audio, sampling_rate, config.sampling_rate, config.audio_channels)
-        with _progress(ecdc.total_frames(config, audio.shape[1]), "compress") as progress:
-            data = ecdc.compress(model, audio, bandwidth=args.bandwidth, use_lm=args.lm, progress=progress)
-        if output.suffix.lower() == ".ecdc":
-            tmp.write_bytes(data)
-        else:
-            with _progress(ecdc.total_frames(config, audio.shape[1]), "decompress") as progress:
-                decoded, sr = ecdc.decompress(data, model=model, progress=progress)
-            _save(tmp, decoded, sr, args.rescale, output)
+        info = audio_info(args.input)
+        if info.channels != config.audio_channels:
+            _err(f"Converting {info.channels} channel(s) to {config.audio_channels}.")
+        if info.samplerate != config.sampling_rate:
+            _err(f"Resampling from {info.samplerate} Hz to {config.sampling_rate} Hz.")
+        length = -(-info.frames * config.sampling_rate // info.samplerate)  # resample's ceil(T * new / old)
+        frames = ecdc.total_frames(config, length) if info.frames else 0
+        wav_output = output.suffix.lower() != ".ecdc"
+        ecdc_path = tmp.with_name(tmp.name + ".ecdc") if wav_output else tmp
+        try:
+            with _progress(frames, "compress") as progress:
+                summary = _compress_to(model, args, ecdc_path, progress)
+            if wav_output:
+                with _progress(frames, "decompress") as progress:
+                    decoded = _decompress_to(model, ecdc_path, tmp, args.rescale, output, progress)
+                _clip_warning(decoded.peak, args.rescale)
+        finally:
+            if wav_output:
+                with contextlib.suppress(FileNotFoundError):
+                    ecdc_path.unlink()
+    _err(_summary("Compressed", summary, time.perf_counter() - start, output))
     return 0
+
+
+def _compress_to(model, args: argparse.Namespace, path: Path, progress):
+    """`.ecdc` of the input file at `path`: streamed block by block, or whole for a model that cannot stream."""
+    from .ecdc import container as ecdc
+    from .ecdc import streamed
+
+    if streamed.can_stream(model, args.bandwidth):
+        return streamed.compress_file(model, args.input, path, args.bandwidth, use_lm=args.lm, progress=progress)
+    from .audio_io import convert_audio, load_audio
+
+    _err("This model cannot stream: the whole file is encoded at once (memory grows with its length).")
+    audio, sampling_rate = load_audio(args.input)
+    config = model.config
+    audio = convert_audio(audio, sampling_rate, config.sampling_rate, config.audio_channels)
+    path.write_bytes(ecdc.compress(model, audio, bandwidth=args.bandwidth, use_lm=args.lm, progress=progress))
+    return streamed.EcdcFileSummary(audio.shape[1], config.sampling_rate, path.stat().st_size)
+
+
+def _decompress_to(model, source: Path, tmp: Path, rescale: bool, output: Path, progress):
+    """Decodes the `.ecdc` file `source` into the audio file `tmp` (format from `output`'s suffix)."""
+    from .ecdc import container as ecdc
+    from .ecdc import streamed
+
+    fmt = output.suffix.lstrip(".").upper()
+    if streamed.can_stream(model):
+        return streamed.decompress_file(source, tmp, model=model, rescale=rescale, format=fmt, progress=progress)
+    from .audio_io import save_audio
+
+    _err("This model cannot stream: the whole file is decoded at once (memory grows with its length).")
+    data = source.read_bytes()
+    audio, sampling_rate = ecdc.decompress(data, model=model, progress=progress)
+    peak = save_audio(tmp, audio, sampling_rate, rescale=rescale, format=fmt)
+    return streamed.EcdcFileSummary(audio.shape[1], sampling_rate, len(data), peak)
+
+
+def _clip_warning(peak: float, rescale: bool) -> None:
+    if peak > 0.99 and not rescale:
+        _err(
+            f"Clipping!! max scale {peak}, limit is 0.99. "
+            "To avoid clipping, use the `-r` option to rescale the output."
+        )
 
 
 # --------------------------------------------------------------------------------------------- decompress
@@ -143,33 +241,25 @@ def _add_decompress_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common_arguments(parser)
 
 
-def _save(tmp: Path, audio, sampling_rate: int, rescale: bool, output: Path) -> None:
-    from .audio_io import save_audio
-
-    peak = save_audio(tmp, audio, sampling_rate, rescale=rescale, format=output.suffix.lstrip(".").upper())
-    if peak > 0.99 and not rescale:
-        _err(
-            f"Clipping!! max scale {peak}, limit is 0.99. "
-            "To avoid clipping, use the `-r` option to rescale the output."
-        )
-
-
 def run_decompress(args: argparse.Namespace) -> int:
-    from .ecdc import container as ecdc
-    from .integrations.hub import load_model
+    """Streams the `.ecdc` file's codes through the model into the audio file (bounded memory, docs/ecdc.md)."""
+    import time
 
+    from .ecdc import container as ecdc
+
+    start = time.perf_counter()
     _check_input(args.input)
     output = args.output or args.input.with_name(args.input.stem + "_decompressed.wav")
     if not _decoded_suffix_ok(output):
         raise CliError("Output extension must be .wav (or .flac)")
-    data = args.input.read_bytes()
-    header, _ = ecdc.read_header(data)  # fail fast, before loading any model
+    header, _ = ecdc.read_header(args.input.read_bytes())  # fail fast, before loading any model
     with atomic_output(output, args.force) as tmp:
-        model = load_model(args.model or ecdc.DEFAULT_MODEL_REPOS.get(header.model_name, DEFAULT_MODEL), args.device)
+        model = _load_model(args.model or ecdc.DEFAULT_MODEL_REPOS.get(header.model_name, DEFAULT_MODEL), args.device)
         frames = ecdc.total_frames(model, header.audio_length) if header.audio_length < 10**9 else 0
         with _progress(frames, "decompress") as progress:
-            audio, sampling_rate = ecdc.decompress(data, model=model, progress=progress)
-        _save(tmp, audio, sampling_rate, args.rescale, output)
+            summary = _decompress_to(model, args.input, tmp, args.rescale, output, progress)
+        _clip_warning(summary.peak, args.rescale)
+    _err(_summary("Decompressed", summary, time.perf_counter() - start, output))
     return 0
 
 
