@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import soundfile as sf
 from conftest import tiny_config
 
@@ -20,10 +21,26 @@ def test_demo_encodes_and_decodes_the_bundled_clip(tmp_path, capsys):
 
 
 def test_demo_without_hub_or_cache_says_so_in_one_line(monkeypatch, capsys):
-    def unreachable(*args, **kwargs):
-        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+    from encodec_hf.errors import HubUnreachableError
+    from encodec_hf.integrations import hub
 
-    monkeypatch.setattr(EncodecModel, "from_pretrained", unreachable)
+    monkeypatch.setattr(hub, "hub_unreachable_reason", lambda: "ConnectError: [Errno 111] Connection refused")
+    monkeypatch.setattr(hub, "is_cached", lambda *args, **kwargs: False)
+    with pytest.raises(HubUnreachableError):  # what the demo reports
+        hub.load_model("facebook/encodec_24khz")
     assert demo.main([]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "MODEL=" in err[0] and "unreachable" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: Cannot load 'facebook/encodec_24khz'")
+    assert "MODEL=PATH" in err[0] and "does not answer" in err[0]
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_demo_on_a_wrong_path_says_so_at_once(tmp_path, capsys, kind):
+    path = tmp_path / "model"
+    if kind == "empty":
+        path.mkdir()
+    assert demo.main(["--model", str(path)]) == 1
+    err = capsys.readouterr().err
+    expected = "does not exist" if kind == "missing" else "is empty"
+    assert err.startswith(f"error: Model folder {path} {expected}") and err.count("\n") == 1
+    assert "unreachable" not in err and "does not answer" not in err  # a mistyped path is not a Hub problem
