@@ -199,3 +199,54 @@ def test_unreadable_audio_is_a_documented_user_error(tmp_path):
     (tmp_path / "text.wav").write_text("not audio")
     with pytest.raises(errors.AudioFileError, match="Cannot read"):
         load_audio(tmp_path / "text.wav")
+
+
+HEAVY_MODULES = ("torch", "transformers", "numpy", "datasets", "soundfile", "huggingface_hub")
+HELP_SCRIPT = """
+import sys
+from encodec_hf import cli
+for argv in (["--help"], ["--version"], *([name, "--help"] for name in cli.SUBCOMMANDS)):
+    try:
+        cli.main(argv)
+    except SystemExit as exit:
+        assert exit.code == 0, argv
+print(sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1:])))
+"""
+
+
+def test_help_and_version_answer_without_torch():
+    """`encodec-hf --help`, `--version` and every subcommand's `--help` import only the standard library."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(cli.Path(cli.__file__).parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "encodec_hf", "--help"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0 and "encode-dataset" in result.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+    assert "encodec_hf" in imported and not imported & set(HEAVY_MODULES)
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_SCRIPT, *HEAVY_MODULES], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_version(capsys):
+    import encodec_hf
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"encodec-hf {encodec_hf.__version__}\n"
+
+
+def test_parser_constants_match_their_modules(capsys):
+    """The parsers keep literal copies (no heavy import for --help); they must agree with the modules'."""
+    from encodec_hf.integrations import encode_dataset, endpoint
+
+    assert cli.SHARD_FORMATS == encode_dataset.SHARD_FORMATS
+    assert cli.SERVE_MAX_BODY_MB * 2**20 == endpoint.DEFAULT_MAX_BODY_BYTES
+    with pytest.raises(SystemExit):
+        cli.main(["decompress", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "default: the one the file's header names, facebook/encodec_24khz or facebook/encodec_48khz" in help_text

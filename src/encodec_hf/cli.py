@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import __version__
 from .errors import CliError
 from .files import atomic_path
 
@@ -36,6 +37,11 @@ HQ_MODEL = "facebook/encodec_48khz"
 PROGRESS_MIN_FRAMES = 750  # show a progress bar from 10 s of audio at 75 frames/s
 VERBOSE_FLAGS = ("-v", "--verbose")
 VERBOSE_HELP = "on an internal error, print its traceback"
+# The parsers import only the standard library, so `--help` answers without torch; these mirror the values of the
+# modules they belong to (integrations.encode_dataset.SHARD_FORMATS, integrations.endpoint.DEFAULT_MAX_BODY_BYTES;
+# tests/test_cli.py checks that they agree).
+SHARD_FORMATS = ("parquet", "arrow")
+SERVE_MAX_BODY_MB = 64.0
 
 
 def _err(message: str) -> None:
@@ -85,11 +91,11 @@ def _add_compress_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-l", "--lm", action="store_true", help="entropy-code with the LM: smaller, much slower")
     parser.add_argument("-q", "--hq", action="store_true", help=f"use the 48 kHz stereo model ({HQ_MODEL})")
     parser.add_argument("-r", "--rescale", action="store_true", help="rescale instead of clipping (.wav output)")
-    _add_common_arguments(parser)
+    _add_common_arguments(parser, f"default {DEFAULT_MODEL}, {HQ_MODEL} with --hq")
 
 
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help=f"model folder or Hub repository (default {DEFAULT_MODEL})")
+def _add_common_arguments(parser: argparse.ArgumentParser, model_default: str) -> None:
+    parser.add_argument("--model", help=f"model folder or Hub repository ({model_default})")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the codec runs (the LM: CPU)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
 
@@ -140,7 +146,7 @@ def _add_decompress_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="an .ecdc file")
     parser.add_argument("output", type=Path, nargs="?", help="OUT.wav (default: IN_decompressed.wav)")
     parser.add_argument("-r", "--rescale", action="store_true", help="rescale the output instead of clipping it")
-    _add_common_arguments(parser)
+    _add_common_arguments(parser, f"default: the one the file's header names, {DEFAULT_MODEL} or {HQ_MODEL}")
 
 
 def _save(tmp: Path, audio, sampling_rate: int, rescale: bool, output: Path) -> None:
@@ -175,8 +181,6 @@ def run_decompress(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- encode-dataset
 def _add_encode_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    from .integrations.encode_dataset import SHARD_FORMATS
-
     parser.add_argument("dataset", help="Hub dataset id, a save_to_disk folder, or a Parquet/Arrow file or folder")
     parser.add_argument("--model", required=True, help="EnCodec model id or local folder (save_pretrained)")
     parser.add_argument("--output-dir", required=True, help="folder for the shards, the plan and the manifest")
@@ -226,13 +230,11 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- serve
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from .integrations.endpoint import DEFAULT_MAX_BODY_BYTES
-
     parser.add_argument("--model", required=True, help="model folder (save_pretrained / Hub repo snapshot) or id")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--max-duration-s", type=float, default=None, help="longest audio accepted (seconds)")
-    parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
+    parser.add_argument("--max-body-mb", type=float, default=SERVE_MAX_BODY_MB)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
@@ -383,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`encodec-hf IN [OUT]` picks compress or decompress from IN's suffix.",
     )
     parser.add_argument(*VERBOSE_FLAGS, action="store_true", help=VERBOSE_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, sub in SUBCOMMANDS.items():
         subparser = subparsers.add_parser(name, help=sub.help, description=sub.help)
