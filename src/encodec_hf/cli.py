@@ -70,7 +70,9 @@ def _progress(total: int, description: str) -> Iterator[Callable[[int], None] | 
         yield bar.update
 
 
-def _check_input(path: Path) -> None:
+def _check_input(path: Path, kind: str = "audio file") -> None:
+    if path.is_dir():
+        raise CliError(f"Input {path} is a directory, not a file: give one {kind}.")
     if not path.is_file():
         raise CliError(f"Input file {path} does not exist.")
 
@@ -164,7 +166,7 @@ def run_decompress(args: argparse.Namespace) -> int:
     from .ecdc import container as ecdc
     from .integrations.hub import load_model
 
-    _check_input(args.input)
+    _check_input(args.input, ".ecdc file")
     output = args.output or args.input.with_name(args.input.stem + "_decompressed.wav")
     if not _decoded_suffix_ok(output):
         raise CliError("Output extension must be .wav (or .flac)")
@@ -221,7 +223,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except (EncodecInputError, EncodePlanMismatchError, KeyError, FileNotFoundError) as err:
-        print(f"encode-dataset: error: {err}", file=sys.stderr)
+        _err(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}")  # KeyError's str quotes
         return 2
     if manifest is not None:
         print(f"Wrote {len(manifest['shards'])} shard(s) for {manifest['num_rows']} rows to {args.output_dir}")
@@ -246,7 +248,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         endpoint = EndpointHandler(args.model, max_duration_s=args.max_duration_s, device=args.device)
     except (OSError, ValueError) as err:
-        print(f"serve: error: {err}", file=sys.stderr)
+        _err(f"error: {err}")
         return 2
     server = make_server(endpoint, args.host, args.port, int(args.max_body_mb * 2**20))
     host, port = server.server_address[:2]
@@ -398,6 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
 EXIT_USER_ERROR = 1  # bad input, a missing file, a refused overwrite: `error: <message>`
 EXIT_USAGE = 2  # argparse's status for a malformed command line
 EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug, reported with a traceback under -v
+# Modules of the optional extras (setup.py's extras_require): a missing one is an install to do, not a bug.
+EXTRA_OF_MODULE = {
+    "yaml": "train",
+    "accelerate": "train",
+    "visqol": "eval",
+    "pystoi": "eval",
+    "matplotlib": "eval",
+    "scipy": "eval",
+    "pesq": "pesq",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+}
 
 
 def _report_failure(err: Exception, verbose: bool, input_path: Path | None = None) -> int:
@@ -410,6 +424,11 @@ def _report_failure(err: Exception, verbose: bool, input_path: Path | None = Non
     from . import errors
 
     user_errors = (CliError, OSError, *(getattr(errors, name) for name in errors.__all__))
+    missing = (getattr(err, "name", None) or "").split(".")[0] if isinstance(err, ModuleNotFoundError) else ""
+    if missing in EXTRA_OF_MODULE:
+        extra = EXTRA_OF_MODULE[missing]
+        _err(f"error: this needs the optional package {missing!r}: pip install 'encodec-hf[{extra}]'")
+        return EXIT_USER_ERROR
     if isinstance(err, user_errors):
         where = f"{input_path}: " if isinstance(err, errors.EcdcFormatError) and input_path else ""
         _err(f"error: {where}{err}")

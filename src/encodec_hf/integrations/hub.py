@@ -32,6 +32,7 @@ __all__ = [
     "hub_file",
     "hub_unreachable_reason",
     "is_cached",
+    "load_config",
     "load_model",
     "load_model_card",
     "looks_like_path",
@@ -83,6 +84,21 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     else:
         model = EncodecModel.from_pretrained(source, **_hub_kwargs(source, kwargs))
     return model.to(device).eval()
+
+
+def load_config(name_or_path: str | os.PathLike, **kwargs):
+    """`EncodecConfig.from_pretrained(name_or_path, **kwargs)` with `load_model`'s checks and offline lookup:
+    a path must be a model folder, a Hub id comes from the Hub or, when it does not answer, the local cache.
+
+    Raises:
+        ModelNotFoundError, HubUnreachableError: as `load_model`.
+    """
+    from ..codec.configuration import EncodecConfig
+
+    source = os.fspath(name_or_path)
+    if looks_like_path(source):
+        return EncodecConfig.from_pretrained(os.fspath(check_model_folder(source)), **kwargs)
+    return EncodecConfig.from_pretrained(source, **_hub_kwargs(source, kwargs))
 
 
 def looks_like_path(source: str) -> bool:
