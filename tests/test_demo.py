@@ -44,3 +44,38 @@ def test_demo_on_a_wrong_path_says_so_at_once(tmp_path, capsys, kind):
     expected = "does not exist" if kind == "missing" else "is empty"
     assert err.startswith(f"error: Model folder {path} {expected}") and err.count("\n") == 1
     assert "unreachable" not in err and "does not answer" not in err  # a mistyped path is not a Hub problem
+
+
+def _make_dry_run(target: str, venv) -> list[str]:
+    """The commands `make TARGET` would run on a fresh clone (-n: print only; -B: as if nothing were built)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    make = shutil.which("make")
+    assert make is not None, "the README's targets need GNU make"
+    root = Path(__file__).resolve().parents[1]
+    command = [make, "-n", "-B", "-C", str(root), target, f"VENV={venv}"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.splitlines() if " pip install " in line]
+
+
+@pytest.mark.parametrize("target", ["demo", "install"])
+def test_make_demo_installs_the_runtime_only(tmp_path, target):
+    """torch pinned first, then the package and its install_requires: never the test extras or Meta's CC-BY-NC
+    `encodec` (those come with `make test`, `lint`, `bench` and `eval`)."""
+    installs = _make_dry_run(target, tmp_path / "venv")
+    assert [line.split(" install -q ")[-1] for line in installs] == ["--upgrade pip", "torch==2.13.0", "-e ."]
+
+
+@pytest.mark.parametrize("target", ["test", "lint", "bench", "eval"])
+def test_make_test_installs_the_test_extras_and_the_reference(tmp_path, target):
+    installs = _make_dry_run(target, tmp_path / "venv")
+    assert [line.split(" install -q ")[-1] for line in installs] == [
+        "--upgrade pip",
+        "torch==2.13.0",
+        "-e .",
+        '-e ".[test]"',
+        "--no-deps encodec==0.1.1",
+    ]

@@ -16,7 +16,7 @@ import torch
 from conftest import audio, random_model, tiny_chunked_config, tiny_config
 from safetensors.torch import load_file, save_file
 
-from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
+from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecLM, EncodecLMConfig, EncodecModel
 from encodec_hf.errors import CheckpointMismatchError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,9 +246,12 @@ import contextlib, io, json, sys, time
 import torch
 from encodec_hf import cli
 from encodec_hf.errors import HubUnreachableError
+from encodec_hf import EncodecLM
 from encodec_hf.integrations.hub import load_model
 
 model = load_model("org/cached")  # from the cache: the Hub is unreachable or HF_HUB_OFFLINE=1
+lm = EncodecLM.from_pretrained("org/cached")  # the LM of an --lm .ecdc file: the same lookup
+assert lm.config.dim == 16
 with torch.inference_mode():
     codes = model.encode(torch.load(sys.argv[1]), bandwidth=model.config.target_bandwidths[-1]).audio_codes
 torch.save(codes, sys.argv[2])
@@ -276,7 +279,13 @@ def test_hub_ids_come_from_the_cache_or_fail_fast_naming_the_fix(tmp_path, offli
 
     model = random_model(tiny_config())
     model.save_pretrained(tmp_path / "saved")
-    files = {name: (tmp_path / "saved" / name).read_bytes() for name in ("config.json", "model.safetensors")}
+    config = model.config
+    lm_config = EncodecLMConfig(
+        num_codebooks=config.num_quantizers, codebook_size=config.codebook_size, dim=16, num_layers=1, num_heads=2
+    )
+    EncodecLM(lm_config).save_pretrained(tmp_path / "saved")
+    names = ("config.json", "model.safetensors", "lm.safetensors")
+    files = {name: (tmp_path / "saved" / name).read_bytes() for name in names}
     _lay_out_hub_cache(tmp_path / "home" / "hub", "org/cached", files)
     x = audio(1, 1, 400)
     torch.save(x, tmp_path / "x.pt")
@@ -297,7 +306,9 @@ def test_hub_ids_come_from_the_cache_or_fail_fast_naming_the_fix(tmp_path, offli
     assert torch.equal(torch.load(tmp_path / "codes.pt"), expected)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     message = report["message"]
-    assert message.startswith("Cannot load 'facebook/encodec_24khz': the Hugging Face Hub at http://127.0.0.1:")
+    assert message.startswith(
+        "Cannot load 'facebook/encodec_24khz': no such local folder, the Hugging Face Hub at http://127.0.0.1:"
+    )
     for fix in ("--model PATH", "MODEL=PATH", "HF_HOME", "HF_HUB_OFFLINE=1", str(tmp_path / "home" / "hub")):
         assert fix in message
     assert report["elapsed"] < 20  # a hang guard: huggingface_hub's retries alone sleep 23 s

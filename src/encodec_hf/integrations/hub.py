@@ -151,7 +151,7 @@ def _hub_kwargs(repo_id: str, kwargs: dict) -> dict:
     if reason is None:
         return kwargs
     if not is_cached(repo_id, revision=kwargs.get("revision"), cache_dir=kwargs.get("cache_dir")):
-        raise _unreachable(repr(repo_id), reason, kwargs.get("cache_dir"))
+        raise _unreachable(f"{repo_id!r}: no such local folder,", reason, kwargs.get("cache_dir"))
     if reason is not OFFLINE:
         logger.warning("The Hugging Face Hub does not answer (%s): loading %s from the local cache.", reason, repo_id)
     return {**kwargs, "local_files_only": True}
@@ -203,7 +203,7 @@ def _unreachable(what: str, reason: str, cache_dir=None):
 
     cache = cache_dir or constants.HF_HUB_CACHE
     return HubUnreachableError(
-        f"Cannot load {what}: the Hugging Face Hub at {constants.ENDPOINT} does not answer ({reason}) and it is "
+        f"Cannot load {what} the Hugging Face Hub at {constants.ENDPOINT} does not answer ({reason}) and it is "
         f"not in the local cache ({cache}). Use a model folder instead (encodec-hf --model PATH, "
         "make demo MODEL=PATH; a folder with config.json and model.safetensors), or set HF_HOME to a Hugging Face "
         "cache that holds it (HF_HUB_OFFLINE=1 skips the network)."
@@ -230,7 +230,7 @@ def hub_file(repo_id: str, filename: str, **hub_kwargs) -> str:
         return found
     if found is not None:  # huggingface_hub's _CACHED_NO_EXIST: an earlier download found no such file
         raise FileNotFoundError(f"{repo_id} has no {filename} (the local Hugging Face cache records it missing).")
-    raise _unreachable(f"{filename} of {repo_id}", reason, cache_dir)
+    raise _unreachable(f"{filename} of {repo_id}:", reason, cache_dir)
 
 
 def load_model_card(path: str | os.PathLike, repo_id: str | None = None):
