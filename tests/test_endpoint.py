@@ -276,7 +276,7 @@ def test_serve_command_bad_model_path(tmp_path, capsys):
     from encodec_hf.cli import main
 
     assert main(["serve", "--model", str(tmp_path / "nope"), "--port", "0"]) == 2
-    assert "serve: error" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith(f"error: Model folder {tmp_path / 'nope'} does not exist")
 
 
 def test_http_internal_failure_is_500_with_logged_traceback(server, handler, clip, monkeypatch, caplog):

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import __version__
 from .errors import CliError
 from .files import atomic_path
 
@@ -36,6 +37,12 @@ HQ_MODEL = "facebook/encodec_48khz"
 PROGRESS_MIN_FRAMES = 750  # show a progress bar from 10 s of audio at 75 frames/s
 VERBOSE_FLAGS = ("-v", "--verbose")
 VERBOSE_HELP = "on an internal error, print its traceback"
+# The parsers import only the standard library, so `--help` answers without torch; these mirror the values of the
+# modules they belong to (integrations.encode_dataset.SHARD_FORMATS, integrations.endpoint.DEFAULT_MAX_BODY_BYTES
+# and DEFAULT_MAX_QUEUE; tests/test_cli.py checks that they agree).
+SHARD_FORMATS = ("parquet", "arrow")
+SERVE_MAX_BODY_MB = 64.0
+SERVE_MAX_QUEUE = 16
 
 
 def _err(message: str) -> None:
@@ -109,7 +116,9 @@ def _summary(verb: str, summary, wall_s: float, target: Path) -> str:
     )
 
 
-def _check_input(path: Path) -> None:
+def _check_input(path: Path, kind: str = "audio file") -> None:
+    if path.is_dir():
+        raise CliError(f"Input {path} is a directory, not a file: give one {kind}.")
     if not path.is_file():
         raise CliError(f"Input file {path} does not exist.")
 
@@ -130,11 +139,11 @@ def _add_compress_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-l", "--lm", action="store_true", help="entropy-code with the LM: smaller, much slower")
     parser.add_argument("-q", "--hq", action="store_true", help=f"use the 48 kHz stereo model ({HQ_MODEL})")
     parser.add_argument("-r", "--rescale", action="store_true", help="rescale instead of clipping (.wav output)")
-    _add_common_arguments(parser)
+    _add_common_arguments(parser, f"default {DEFAULT_MODEL}, {HQ_MODEL} with --hq")
 
 
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help=f"model folder or Hub repository (default {DEFAULT_MODEL})")
+def _add_common_arguments(parser: argparse.ArgumentParser, model_default: str) -> None:
+    parser.add_argument("--model", help=f"model folder or Hub repository ({model_default})")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the codec runs (the LM: CPU)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
 
@@ -238,7 +247,7 @@ def _add_decompress_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="an .ecdc file")
     parser.add_argument("output", type=Path, nargs="?", help="OUT.wav (default: IN_decompressed.wav)")
     parser.add_argument("-r", "--rescale", action="store_true", help="rescale the output instead of clipping it")
-    _add_common_arguments(parser)
+    _add_common_arguments(parser, f"default: the one the file's header names, {DEFAULT_MODEL} or {HQ_MODEL}")
 
 
 def run_decompress(args: argparse.Namespace) -> int:
@@ -248,7 +257,7 @@ def run_decompress(args: argparse.Namespace) -> int:
     from .ecdc import container as ecdc
 
     start = time.perf_counter()
-    _check_input(args.input)
+    _check_input(args.input, ".ecdc file")
     output = args.output or args.input.with_name(args.input.stem + "_decompressed.wav")
     if not _decoded_suffix_ok(output):
         raise CliError("Output extension must be .wav (or .flac)")
@@ -265,8 +274,6 @@ def run_decompress(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- encode-dataset
 def _add_encode_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    from .integrations.encode_dataset import SHARD_FORMATS
-
     parser.add_argument("dataset", help="Hub dataset id, a save_to_disk folder, or a Parquet/Arrow file or folder")
     parser.add_argument("--model", required=True, help="EnCodec model id or local folder (save_pretrained)")
     parser.add_argument("--output-dir", required=True, help="folder for the shards, the plan and the manifest")
@@ -315,7 +322,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
             num_threads=args.num_threads,
         )
     except (EncodecInputError, EncodePlanMismatchError, KeyError, FileNotFoundError) as err:
-        print(f"encode-dataset: error: {err}", file=sys.stderr)
+        _err(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}")  # KeyError's str quotes
         return 2
     if manifest is not None:
         print(f"Wrote {len(manifest['shards'])} shard(s) for {manifest['num_rows']} rows to {args.output_dir}")
@@ -324,25 +331,23 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- serve
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from .integrations.endpoint import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, default_workers
-
     parser.add_argument("--model", required=True, help="model folder (save_pretrained / Hub repo snapshot) or id")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--max-duration-s", type=float, default=None, help="longest audio accepted (seconds)")
-    parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
+    parser.add_argument("--max-body-mb", type=float, default=SERVE_MAX_BODY_MB)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument(
         "--workers",
         type=_positive_int,
-        default=default_workers(),
-        help=f"requests computed at once (default: the physical cores, at most 4: {default_workers()} here)",
+        default=None,
+        help="requests computed at once (default: the physical cores, at most 4)",
     )
     parser.add_argument(
         "--max-queue",
         type=_non_negative_int,
-        default=DEFAULT_MAX_QUEUE,
-        help=f"requests admitted to wait for a worker; beyond them: 503 + Retry-After (default {DEFAULT_MAX_QUEUE})",
+        default=SERVE_MAX_QUEUE,
+        help=f"requests admitted to wait for a worker; beyond them: 503 + Retry-After (default {SERVE_MAX_QUEUE})",
     )
     parser.add_argument(
         "--threads",
@@ -369,9 +374,11 @@ def _non_negative_int(text: str) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     """`encodec-hf serve`: the Inference Endpoints handler behind a local HTTP server, until interrupted."""
-    from .integrations.endpoint import EndpointHandler, make_server
+    from .integrations.endpoint import EndpointHandler, default_workers, make_server
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.workers is None:
+        args.workers = default_workers()
     try:
         endpoint = EndpointHandler(
             args.model,
@@ -381,7 +388,7 @@ def run_serve(args: argparse.Namespace) -> int:
             num_threads=args.threads,
         )
     except (OSError, ValueError) as err:
-        print(f"serve: error: {err}", file=sys.stderr)
+        _err(f"error: {err}")
         return 2
     server = make_server(endpoint, args.host, args.port, int(args.max_body_mb * 2**20), args.max_queue)
     host, port = server.server_address[:2]
@@ -529,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`encodec-hf IN [OUT]` picks compress or decompress from IN's suffix.",
     )
     parser.add_argument(*VERBOSE_FLAGS, action="store_true", help=VERBOSE_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, sub in SUBCOMMANDS.items():
         subparser = subparsers.add_parser(name, help=sub.help, description=sub.help)
@@ -541,6 +549,18 @@ def build_parser() -> argparse.ArgumentParser:
 EXIT_USER_ERROR = 1  # bad input, a missing file, a refused overwrite: `error: <message>`
 EXIT_USAGE = 2  # argparse's status for a malformed command line
 EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug, reported with a traceback under -v
+# Modules of the optional extras (setup.py's extras_require): a missing one is an install to do, not a bug.
+EXTRA_OF_MODULE = {
+    "yaml": "train",
+    "accelerate": "train",
+    "visqol": "eval",
+    "pystoi": "eval",
+    "matplotlib": "eval",
+    "scipy": "eval",
+    "pesq": "pesq",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+}
 
 
 def _report_failure(err: Exception, verbose: bool, input_path: Path | None = None) -> int:
@@ -553,6 +573,11 @@ def _report_failure(err: Exception, verbose: bool, input_path: Path | None = Non
     from . import errors
 
     user_errors = (CliError, OSError, *(getattr(errors, name) for name in errors.__all__))
+    missing = (getattr(err, "name", None) or "").split(".")[0] if isinstance(err, ModuleNotFoundError) else ""
+    if missing in EXTRA_OF_MODULE:
+        extra = EXTRA_OF_MODULE[missing]
+        _err(f"error: this needs the optional package {missing!r}: pip install 'encodec-hf[{extra}]'")
+        return EXIT_USER_ERROR
     if isinstance(err, user_errors):
         where = f"{input_path}: " if isinstance(err, errors.EcdcFormatError) and input_path else ""
         _err(f"error: {where}{err}")

@@ -15,8 +15,10 @@ __all__ = [
     "EncodePlanMismatchError",
     "EncodecInputError",
     "EndpointRequestError",
+    "HubUnreachableError",
     "MetricInputError",
     "MissingLMError",
+    "ModelNotFoundError",
     "OpusUnavailableError",
     "SamplingRateError",
     "StreamClosedError",
@@ -83,6 +85,16 @@ class EndpointRequestError(EncodecInputError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = int(status)
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model given as a local path is not a model folder: the path is missing, a file, empty, or lacks
+    ``config.json`` or the weights; or a Hub id is neither a folder nor a valid repository id."""
+
+
+class HubUnreachableError(ConnectionError):
+    """A model given as a Hub repository id is not in the local Hugging Face cache and the Hub does not answer
+    (no network, ``HF_HUB_OFFLINE=1``, a firewall)."""
 
 
 class CliError(Exception):

@@ -171,11 +171,13 @@ class EncodecFeatureExtractor(ChunkedAudioMixin, SequenceFeatureExtractor):
         """
         if sampling_rate is not None:
             if sampling_rate != self.sampling_rate:
+                # Not the whole extractor (its repr is a page of JSON): the two rates and the fix.
                 raise SamplingRateError(
-                    f"The model corresponding to this feature extractor: {self} was trained using a sampling rate of "
-                    f"{self.sampling_rate}. Please make sure that the provided audio input was sampled with "
-                    f"{self.sampling_rate} and not {sampling_rate}; resample it first (e.g. datasets' "
-                    f"Audio(sampling_rate={self.sampling_rate}) or encodec_hf.audio_io)."
+                    f"Audio sampled at {sampling_rate} Hz given to a feature extractor for {self.sampling_rate} Hz "
+                    f"(the model's rate): resample it first, e.g. encodec_hf.audio_io.convert_audio(audio, "
+                    f"{sampling_rate}, {self.sampling_rate}, channels) for a [C, T] tensor, or "
+                    f"encodec_hf.integrations.datasets.cast_audio_for_model(dataset, 'audio', "
+                    f"sampling_rate={self.sampling_rate}) for a datasets column."
                 )
         else:
             logger.warning(

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..codec.chunking import ChunkLayout, ClipCodes
-from ..errors import EcdcFormatError, EncodecInputError, MissingLMError
+from ..errors import EcdcFormatError, EncodecInputError, HubUnreachableError, MissingLMError
 from ..integrations.hub import load_model
 from .bitpacking import packed_size
 from .lm import EncodecLM
@@ -151,6 +151,8 @@ def _resolve_lm(lm, source: str | None, device) -> EncodecLM:
         )
     try:
         return EncodecLM.from_pretrained(where, device=device if device is not None else "cpu")
+    except HubUnreachableError:
+        raise  # no network and not cached: its own message says how to fix that, the LM may well exist
     except (FileNotFoundError, OSError) as err:
         raise MissingLMError(
             f"No LM weights (lm.safetensors) in {where}: the file is entropy-coded with the LM. Convert the original "

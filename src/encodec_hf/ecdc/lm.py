@@ -151,11 +151,12 @@ class EncodecLM(nn.Module):
         if os.path.isdir(path):
             path = os.path.join(path, LM_WEIGHTS_NAME)
         elif not os.path.isfile(path):
-            from huggingface_hub import hf_hub_download
             from huggingface_hub.errors import EntryNotFoundError
 
-            try:
-                path = hf_hub_download(path, LM_WEIGHTS_NAME, **hub_kwargs)
+            from ..integrations.hub import hub_file
+
+            try:  # the cache when the Hub does not answer, as for the model (integrations.hub.load_model)
+                path = hub_file(path, LM_WEIGHTS_NAME, **hub_kwargs)
             except EntryNotFoundError as err:
                 raise FileNotFoundError(f"{path_or_repo} has no {LM_WEIGHTS_NAME}.") from err
         if not os.path.isfile(path):
