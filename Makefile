@@ -1,43 +1,52 @@
-# Every target installs what it needs into .venv on first use.
+# Every target installs what it needs into .venv on first use: `demo` and `install` the runtime only (torch and
+# install_requires), `test`, `lint`, `bench` and `eval` the test extras and Meta's reference package as well.
 PY ?= python3
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
-STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+TEST_STAMP := $(VENV)/.installed-test
 MODEL ?= facebook/encodec_24khz
 
 .PHONY: install test lint demo bench eval clean
 
-$(STAMP): setup.py
-	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+$(PYTHON):
+	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# torch first and pinned: an unpinned torch pulled in by a dependency would fetch a multi-GB CUDA build.
+
+$(RUNTIME_STAMP): setup.py | $(PYTHON)
+# torch first and pinned: an unpinned torch pulled in by a dependency would fetch a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e .
+	touch $@
+
+$(TEST_STAMP): $(RUNTIME_STAMP) setup.py
 	$(PIP) install -q -e ".[test]"
-	# Meta's reference (test-time only, CC-BY-NC 0.1.1 release, never shipped): no deps, it would pull torchaudio.
+# Meta's reference (test-time only, CC-BY-NC 0.1.1 release, never shipped): no deps, it would pull torchaudio.
+# Only the test stamp installs it: `make demo` and `make install` never put it in a user's environment.
 	$(PIP) install -q --no-deps encodec==0.1.1
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP)
+install: $(RUNTIME_STAMP)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PYTHON) -m pytest -q tests
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(PYTHON) -m ruff check src tests conversion benchmarks
 	$(PYTHON) -m ruff format --check src tests conversion benchmarks
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(PYTHON) -m encodec_hf.demo --model $(MODEL) --output demo_out/decoded.wav
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PYTHON) benchmarks/bench_codec.py
 
 # Quality per bitrate against Opus on ../shared/audio's clips (skipped when absent). MODEL= a folder or Hub id;
 # without one, a random-weight 24 kHz model is saved to eval_out/random_24khz (meaningless quality, a dry run).
 EVAL_AUDIO ?= ../shared/audio
 CONTENT ?= music
-eval: $(STAMP)
+eval: $(TEST_STAMP)
 	$(PYTHON) benchmarks/run_eval.py --audio $(EVAL_AUDIO) --content $(CONTENT) --report eval_out $(if $(filter file,$(origin MODEL)),,--model $(MODEL))
 
 clean:

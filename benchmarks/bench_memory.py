@@ -1,4 +1,5 @@
-"""Peak memory (RSS) of long-file encoding and decoding through ``encodec_hf.streaming``.
+"""Peak memory (RSS) of long-file encoding and decoding: through ``encodec_hf.streaming`` (codes files) and, with
+``--cli``, through the ``encodec-hf compress`` / ``decompress`` command (``.ecdc`` files).
 
 For each model (full-size 24 kHz and 48 kHz configs, random weights) and each duration, this script
 
@@ -10,9 +11,15 @@ For each model (full-size 24 kHz and 48 kHz configs, random weights) and each du
 
 A ``0 s`` row (model built, nothing encoded) gives the baseline of Python + torch + model.
 
+With ``--cli`` the model (random weights, random codebooks) is saved with ``save_pretrained`` (``--lm``: with a
+random full-size LM beside it) and each task is the command itself, ``python -m encodec_hf compress IN OUT.ecdc
+--model DIR -b 6`` and ``decompress OUT.ecdc OUT.wav --model DIR``, in its own process; the baseline row is
+``compress --help``'s import of the package plus loading the model (``decompress`` of a one-frame file).
+
 Usage::
 
     python benchmarks/bench_memory.py --durations 60 600 3600 --models 24khz 48khz --output mem.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_memory.py --cli --durations 60 600 3600 --models 24khz
 """
 
 from __future__ import annotations
@@ -87,19 +94,60 @@ def worker(task: str, name: str, src: str, dst: str) -> None:
     print(json.dumps({"wall_s": time.perf_counter() - start}))
 
 
+def save_cli_model(name: str, folder: str, with_lm: bool) -> None:
+    """A random-weight model (codebooks drawn at random, as the tests do: a fresh model's are zero) saved with
+    ``save_pretrained``, and with ``with_lm`` a random full-size LM beside it, for the command to load."""
+    import torch
+
+    from encodec_hf import EncodecModel
+    from encodec_hf.ecdc import EncodecLM, EncodecLMConfig
+
+    torch.manual_seed(0)
+    config = _config(name)
+    config.ecdc_model_name = "encodec_48khz" if name.startswith("48khz") else "encodec_24khz"  # tiny ones too
+    model = EncodecModel(config).eval()
+    with torch.no_grad():
+        for layer in model.quantizer.layers:
+            layer.codebook.embed.normal_()
+            layer.codebook.inited.fill_(1.0)
+    model.save_pretrained(folder)
+    if with_lm:
+        EncodecLM(
+            EncodecLMConfig.for_codec(config.num_quantizers, config.frame_rate, config.codebook_size)
+        ).eval().save_pretrained(folder)
+
+
+def cli_command(task: str, name: str, src: str, dst: str, folder: str, with_lm: bool) -> list[str]:
+    """The ``encodec-hf`` command line of a task (``-f``: the output may exist from an earlier row)."""
+    command = [sys.executable, "-m", "encodec_hf", task, src, dst, "--model", folder, "-f"]
+    if task == "compress":
+        command += ["-b", str(_bandwidth(name))] + (["--lm"] if with_lm else [])
+    return command
+
+
 def measure(args: list[str]) -> None:
-    """Runs the worker as this process's only child and reports its peak RSS (kB on Linux) and wall time."""
-    proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True)
+    """Runs the worker (or, with ``cli ...``, the command) as this process's only child and reports its peak RSS
+    (kB on Linux) and wall time."""
+    if args[0] == "cli":
+        start = time.perf_counter()
+        proc = subprocess.run(json.loads(args[1]), capture_output=True, text=True)
+        result = {"wall_s": time.perf_counter() - start, "summary": proc.stderr.strip().splitlines()[-1:]}
+    else:
+        proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True)
+        result = json.loads(proc.stdout.strip().splitlines()[-1]) if not proc.returncode else {}
     if proc.returncode:
         sys.stderr.write(proc.stderr)
         raise SystemExit(proc.returncode)
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(result))
 
 
-def run(task: str, name: str, src: str, dst: str) -> dict:
-    cmd = [sys.executable, __file__, "--measure", task, name, src, dst]
+def run(task: str, name: str, src: str, dst: str, cli: tuple[str, bool] | None = None) -> dict:
+    """Measures one task in a fresh process; ``cli = (model folder, with_lm)`` runs the command instead."""
+    if cli is None:
+        cmd = [sys.executable, __file__, "--measure", task, name, src, dst]
+    else:
+        cmd = [sys.executable, __file__, "--measure", "cli", json.dumps(cli_command(task, name, src, dst, *cli))]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
@@ -113,14 +161,17 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=models[:2], choices=models)
     parser.add_argument("--output", default=None, help="JSON file to append results to")
     parser.add_argument("--tmpdir", default=None, help="where to write the test files (needs ~0.7 GB per hour)")
+    parser.add_argument("--cli", action="store_true", help="measure `encodec-hf compress` / `decompress` (.ecdc)")
+    parser.add_argument("--lm", action="store_true", help="with --cli: compress with the LM (a random full-size one)")
     parser.add_argument("--worker", nargs=4, metavar=("TASK", "MODEL", "SRC", "DST"), help=argparse.SUPPRESS)
-    parser.add_argument("--measure", nargs=4, metavar=("TASK", "MODEL", "SRC", "DST"), help=argparse.SUPPRESS)
+    parser.add_argument("--measure", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         sys.path.insert(0, SRC)
         worker(*args.worker)
         return
     if args.measure:
+        sys.path.insert(0, SRC)
         measure(args.measure)
         return
 
@@ -128,18 +179,37 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
         for name in args.models:
-            base = run("none", name, "-", "-")
+            cli = None
+            if args.cli:
+                folder = os.path.join(tmp, f"{name}_model")
+                save_cli_model(name, folder, args.lm)
+                cli = (folder, args.lm)
+                # Baseline: a one-frame file through `compress` (imports, model loading, nothing to stream).
+                one = os.path.join(tmp, "one.wav")
+                subprocess.run([sys.executable, "-c", _WRITE_CMD, one, name, "0.01"], check=True, env=_env())
+                base = run("compress", name, one, one + ".ecdc", cli)
+            else:
+                base = run("none", name, "-", "-")
             rows.append({"model": name, "seconds": 0, "task": "baseline (model only)", **base})
             print(json.dumps(rows[-1]), flush=True)
             for seconds in args.durations:
                 stem = os.path.join(tmp, f"{name}_{seconds:g}")
-                wav, codes, out = f"{stem}.wav", f"{stem}.ehfc", f"{stem}.out.wav"
+                wav, out = f"{stem}.wav", f"{stem}.out.wav"
+                codes = f"{stem}.ecdc" if args.cli else f"{stem}.ehfc"
                 subprocess.run([sys.executable, "-c", _WRITE_CMD, wav, name, str(seconds)], check=True, env=_env())
-                for task, src, dst in (("encode", wav, codes), ("decode", codes, out)):
-                    result = run(task, name, src, dst)
-                    row = {"model": name, "seconds": seconds, "task": task, **result}
+                tasks = (
+                    (("compress", wav, codes), ("decompress", codes, out))
+                    if args.cli
+                    else (
+                        ("encode", wav, codes),
+                        ("decode", codes, out),
+                    )
+                )
+                for task, src, dst in tasks:
+                    result = run(task, name, src, dst, cli)
+                    row = {"model": name, "seconds": seconds, "task": task + (" --lm" if args.lm else ""), **result}
                     row["realtime_factor"] = seconds / result["wall_s"]
-                    if task == "encode":
+                    if task in ("encode", "compress"):
                         row["codes_file_mb"] = os.path.getsize(codes) / 2**20
                     rows.append(row)
                     print(json.dumps(row), flush=True)

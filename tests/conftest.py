@@ -60,15 +60,33 @@ def reference_from_config(config: EncodecConfig, seed: int = 0) -> transformers.
     return model
 
 
+# Length of the probe signal random_model draws its codebooks' scale from (a few frames of every tiny config).
+PROBE_SAMPLES = 4000
+
+
 def random_model(config: EncodecConfig, seed: int = 0) -> EncodecModel:
     """An encodec_hf model with random weights and random, initialised codebooks (a fresh model's are zero and
-    wait for k-means on the first training batch), in eval mode."""
+    wait for k-means on the first training batch), in eval mode.
+
+    Each codebook is drawn around the residual it quantizes on a probe signal (`audio`, normalised where the
+    model normalises): per dimension, that residual's mean plus noise of its standard deviation over frames.
+    Unit-variance codebooks around a random encoder's small latents (std ~0.1) would put every frame on the same
+    one or two codes, and codes could not tell a right path from a wrong one.
+    """
+    from encodec_hf.codec.modeling import chunk_scale
+
     torch.manual_seed(seed)
     model = EncodecModel(config).eval()
     with torch.no_grad():
+        probe = audio(1, config.audio_channels, PROBE_SAMPLES, seed=seed)
+        if config.normalize:
+            probe = probe / chunk_scale(probe)
+        residual = model.encoder(probe)[0].t()  # [F, D]
         for layer in model.quantizer.layers:
-            layer.codebook.embed.normal_()
-            layer.codebook.inited.fill_(1.0)
+            book = layer.codebook
+            book.embed.copy_(residual.mean(0) + torch.randn_like(book.embed) * residual.std(0))
+            book.inited.fill_(1.0)
+            residual = residual - book.decode(book.encode(residual))
     return model
 
 

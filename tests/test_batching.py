@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from code_compare import assert_codes_match, encoder_latents
 from conftest import audio, random_model, tiny_chunked_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,7 +31,9 @@ def _check_batch_equals_items(model, lengths, bandwidth):
         for i, clip in enumerate(clips):
             alone = model.encode(clip[None], bandwidth=bandwidth)
             chunks, _, _, frames = alone.audio_codes.shape
-            assert torch.equal(batch.audio_codes[:chunks, i : i + 1, :, :frames], alone.audio_codes)
+            # other batch sizes may take other kernel blockings (last bits): near-ties only (tests/code_compare.py)
+            latents = encoder_latents(model, clip[None])
+            assert_codes_match(batch.audio_codes[:chunks, i : i + 1, :, :frames], alone.audio_codes, model, latents)
             alone_audio = model.decode(**alone).audio_values
             assert alone_audio.shape[-1] == clip.shape[-1]
             torch.testing.assert_close(batch_audio[i : i + 1, :, : clip.shape[-1]], alone_audio, atol=1e-5, rtol=0)
@@ -79,7 +82,8 @@ def test_default_bandwidth_is_the_lowest_as_in_transformers(model_pair):
 
 def test_audio_rate_pieces_give_the_same_codes_as_one_call():
     """``BatchLimits.audio_rate_samples`` only splits the audio-rate layers of a call into pieces of items (the
-    frame-rate layers and the LSTM still see the whole group): the same codes and scales, and audio within 1e-5 (a
+    frame-rate layers and the LSTM still see the whole group): the same codes up to near-ties, the same scales,
+    and audio within 1e-5 (a
     kernel may pick another blocking for another batch size, which moves last bits, as between items of a batch
     and the items alone)."""
     model = random_model(tiny_chunked_config())
@@ -92,12 +96,13 @@ def test_audio_rate_pieces_give_the_same_codes_as_one_call():
             expected_audio = model.decode(**expected).audio_values
             model.batch_limits = BatchLimits(audio_rate_samples=1600)  # pieces of 2 chunks
             pieces = model.encode(x, bandwidth=24.0)
-            assert torch.equal(pieces.audio_codes, expected.audio_codes)
+            latents = encoder_latents(model, x)
+            assert_codes_match(pieces.audio_codes, expected.audio_codes, model, latents)
             assert torch.equal(torch.stack(pieces.audio_scales), torch.stack(expected.audio_scales))
             torch.testing.assert_close(model.decode(**pieces).audio_values, expected_audio, atol=1e-5, rtol=0)
             model.batch_limits = BatchLimits(chunks_per_call=1)  # chunk by chunk, as transformers runs them
             one_by_one = model.encode(x, bandwidth=24.0)
-            assert torch.equal(one_by_one.audio_codes, expected.audio_codes)
+            assert_codes_match(one_by_one.audio_codes, expected.audio_codes, model, latents)
             torch.testing.assert_close(model.decode(**one_by_one).audio_values, expected_audio, atol=1e-5, rtol=0)
 
 

@@ -199,3 +199,140 @@ def test_unreadable_audio_is_a_documented_user_error(tmp_path):
     (tmp_path / "text.wav").write_text("not audio")
     with pytest.raises(errors.AudioFileError, match="Cannot read"):
         load_audio(tmp_path / "text.wav")
+
+
+HEAVY_MODULES = ("torch", "transformers", "numpy", "datasets", "soundfile", "huggingface_hub")
+HELP_SCRIPT = """
+import sys
+from encodec_hf import cli
+for argv in (["--help"], ["--version"], *([name, "--help"] for name in cli.SUBCOMMANDS)):
+    try:
+        cli.main(argv)
+    except SystemExit as exit:
+        assert exit.code == 0, argv
+print(sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1:])))
+"""
+
+
+def test_help_and_version_answer_without_torch():
+    """`encodec-hf --help`, `--version` and every subcommand's `--help` import only the standard library."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(cli.Path(cli.__file__).parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "encodec_hf", "--help"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0 and "encode-dataset" in result.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+    assert "encodec_hf" in imported and not imported & set(HEAVY_MODULES)
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_SCRIPT, *HEAVY_MODULES], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_version(capsys):
+    import encodec_hf
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"encodec-hf {encodec_hf.__version__}\n"
+
+
+def test_parser_constants_match_their_modules(capsys):
+    """The parsers keep literal copies (no heavy import for --help); they must agree with the modules'."""
+    from encodec_hf.integrations import encode_dataset, endpoint
+
+    assert cli.SHARD_FORMATS == encode_dataset.SHARD_FORMATS
+    assert cli.SERVE_MAX_BODY_MB * 2**20 == endpoint.DEFAULT_MAX_BODY_BYTES
+    assert cli.SERVE_MAX_QUEUE == endpoint.DEFAULT_MAX_QUEUE
+    with pytest.raises(SystemExit):
+        cli.main(["decompress", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "default: the one the file's header names, facebook/encodec_24khz or facebook/encodec_48khz" in help_text
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_outputs_keep_the_umask(pair, wav, tmp_path, umask, mode):
+    """Written under a temporary name and renamed, the outputs still get 0o666 minus the umask, as open() does."""
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        assert cli.main(["compress", str(wav), str(tmp_path / "o.ecdc"), "--model", str(pair.folder)]) == 0
+        assert (
+            cli.main(["decompress", str(tmp_path / "o.ecdc"), str(tmp_path / "o.wav"), "--model", str(pair.folder)])
+            == 0
+        )
+        assert cli.main(["compress", str(wav), str(tmp_path / "rt.flac"), "--model", str(pair.folder)]) == 0
+    finally:
+        os.umask(previous)
+    for name in ("o.ecdc", "o.wav", "rt.flac"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+@pytest.mark.parametrize("command, kind", [("compress", "audio file"), ("decompress", ".ecdc file")])
+def test_a_directory_as_input_says_so(pair, tmp_path, capsys, command, kind):
+    assert cli.main([command, str(tmp_path), "--model", str(pair.folder)]) == cli.EXIT_USER_ERROR
+    assert capsys.readouterr().err == f"error: Input {tmp_path} is a directory, not a file: give one {kind}.\n"
+
+
+def test_a_read_only_output_folder_is_named_not_the_temporary_file(pair, wav, tmp_path, capsys, monkeypatch):
+    """What the kernel answers in a folder the user may not write to (tests run as root, so it is simulated at
+    os.open, where atomic_path creates its temporary file)."""
+    import errno
+    import os
+
+    real_open = os.open
+
+    def refusing_open(path, flags, *args, **kwargs):
+        if os.path.dirname(os.fspath(path)) == str(tmp_path / "ro"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(os, "open", refusing_open)
+    out = tmp_path / "ro" / "o.ecdc"
+    assert cli.main(["compress", str(wav), str(out), "--model", str(pair.folder)]) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err == f"error: Cannot write o.ecdc in folder {tmp_path / 'ro'}: Permission denied.\n"
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, status, message",
+    [
+        (["compress", "{tmp}/none.wav"], 1, "Input file {tmp}/none.wav does not exist."),
+        (["decompress", "{tmp}/none.ecdc"], 1, "Input file {tmp}/none.ecdc does not exist."),
+        (["compress", "{wav}", "--model", "{tmp}/nope"], 1, "Model folder {tmp}/nope does not exist: give"),
+        (["decompress", "{ecdc}", "--model", "{tmp}"], 1, "Model folder {tmp} has no config.json (it holds"),
+        (["encode-dataset", "{tmp}/ds", "--model", "{tmp}/nope", "--output-dir", "{tmp}/o"], 2, "Model folder"),
+        (["serve", "--model", "{tmp}/empty", "--port", "0"], 2, "Model folder {tmp}/empty is empty"),
+        (["train", "{tmp}/none.yaml"], 1, "Config file {tmp}/none.yaml does not exist."),
+        (["evaluate", "{wav}", "--model", "{tmp}/nope"], 1, "Model folder {tmp}/nope does not exist"),
+        (["evaluate", "--model", "{tmp}/nope"], 1, "Give audio files / folders or --dataset"),
+    ],
+)
+def test_every_subcommand_reports_errors_in_one_form(pair, wav, tmp_path, capsys, argv, status, message):
+    """`error: <message>` on one line, whichever subcommand (no `serve: error:`, no traceback, no Hub detour)."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "x.ecdc").write_bytes(ecdc.compress(pair.model, torch.zeros(1, 2400)))
+    fields = {"tmp": tmp_path, "wav": wav, "ecdc": tmp_path / "x.ecdc"}
+    assert cli.main([a.format(**fields) for a in argv]) == status
+    err = capsys.readouterr().err
+    assert err.startswith("error: " + message.format(**fields)) and err.count("\n") == 1, err
+
+
+def test_a_missing_optional_package_names_its_extra(monkeypatch, capsys):
+    """`make install` / `pip install encodec-hf` leave the extras out: their absence is an install to do."""
+
+    def needs_yaml(args):
+        raise ModuleNotFoundError("No module named 'yaml'", name="yaml")
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "train", cli.Subcommand("train", lambda p: None, needs_yaml))
+    assert cli.main(["train"]) == cli.EXIT_USER_ERROR
+    assert (
+        capsys.readouterr().err == "error: this needs the optional package 'yaml': pip install 'encodec-hf[train]'\n"
+    )

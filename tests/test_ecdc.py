@@ -17,6 +17,13 @@ from encodec_hf.errors import EcdcFormatError, MissingLMError, UnsupportedBandwi
 DURATIONS = {"encodec_24khz": 0.6, "encodec_48khz": 1.2}  # 48 kHz: a full and a partial chunk
 
 
+@pytest.fixture(autouse=True)
+def _lm_threads_as_the_original(monkeypatch):
+    """Meta's LM runs at the process's thread count and its bits depend on it; ours runs at one thread unless told
+    otherwise (`encodec_hf.threads`). Comparing bits, both sides run at the process's count."""
+    monkeypatch.setenv("ENCODEC_HF_NUM_THREADS", "inherit")
+
+
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     return {name: ConvertedPair(name, tmp_path_factory.mktemp(name)) for name in DURATIONS}

@@ -22,6 +22,13 @@ CLIP_48K = Path(__file__).resolve().parent / "data" / "test_48k.wav"
 SEEDS = (1, 2, 3)  # weights drawn otherwise than the rest of the suite (seed 0)
 
 
+@pytest.fixture(autouse=True)
+def _lm_threads_as_the_original(monkeypatch):
+    """Meta's LM runs at the process's thread count and its bits depend on it; ours runs at one thread unless told
+    otherwise (`encodec_hf.threads`). Comparing bits, both sides run at the process's count."""
+    monkeypatch.setenv("ENCODEC_HF_NUM_THREADS", "inherit")
+
+
 @pytest.fixture(scope="module")
 def clip_48k() -> torch.Tensor:
     """The real stereo clip `[2, 720_000]` (15 s at 48 kHz), float32 in [-1, 1]."""

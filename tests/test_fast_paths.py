@@ -5,8 +5,9 @@ weight changes.
   ``fast=False`` (the reference layers themselves), the cached ``|e|^2`` of the quantizer; ELU fused into the
   padding copy up to the last bit of loop-tail samples (torch evaluates those with the scalar ``expm1``);
 * float-rounding level (about 1e-7 relative): the time-major (channels-last) convolutions and the sub-pixel
-  transposed convolution; for those the model-level gate is the one that matters to users: codes identical to
-  transformers' EncodecModel and audio within 1e-5 (last tests).
+  transposed convolution; for those the model-level gate is the one that matters to users: codes equal to
+  transformers' EncodecModel up to near-ties (``tests/code_compare.py``: a flipped code must be within float
+  rounding of its rival, and rare) and audio within 1e-5 (last tests).
 
 No timing here: speed is measured by ``benchmarks/bench_codec.py``.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from code_compare import assert_codes_match, encoder_latents
 from conftest import audio, random_model, tiny_chunked_config, tiny_config
 from torch import nn
 
@@ -338,11 +340,15 @@ def test_fast_paths_keep_transformers_codes(preset, seconds, tmp_path):
     config = getattr(EncodecConfig, preset)()
     theirs, ours = _pair(config, tmp_path)
     audio = _real_audio(config.sampling_rate, config.audio_channels, seconds, batch=2)
+
+    def latents():  # the fast plan rounds differently: near-ties may flip, nothing else
+        return encoder_latents(ours, audio)
+
     with torch.inference_mode():
         for bandwidth in config.target_bandwidths:
             expected = theirs.encode(audio, bandwidth=bandwidth)
             got = ours.encode(audio, bandwidth=bandwidth)
-            assert torch.equal(got.audio_codes, expected.audio_codes), f"codes differ at {bandwidth} kbps"
+            assert_codes_match(got.audio_codes, expected.audio_codes, ours, latents)
             args = (expected.audio_codes, expected.audio_scales)
             pad = expected.last_frame_pad_length
             reference = theirs.decode(*args, last_frame_pad_length=pad).audio_values
@@ -351,12 +357,13 @@ def test_fast_paths_keep_transformers_codes(preset, seconds, tmp_path):
         # Batch equals per item.
         single = ours.encode(audio[1:], bandwidth=config.target_bandwidths[-1])
         batched = ours.encode(audio, bandwidth=config.target_bandwidths[-1])
-        assert torch.equal(batched.audio_codes[:, 1:], single.audio_codes)
+        assert_codes_match(batched.audio_codes[:, 1:], single.audio_codes, ours, lambda: latents()[:, 1:])
 
 
 def test_fast_inference_default_per_norm_and_switch(tmp_path):
     """Weight-norm models default to the fast steps, GroupNorm ones to the reference layers; switched off the
-    results are bit-identical to transformers', switched on the codes are identical and the audio close."""
+    results are bit-identical to transformers', switched on the codes are the same up to near-ties and the audio
+    close."""
     assert EncodecModel(_tiny_config()).fast_inference
     assert not EncodecModel(_tiny_config(norm_type="time_group_norm", use_causal_conv=False)).fast_inference
     config = _tiny_config()
@@ -366,7 +373,7 @@ def test_fast_inference_default_per_norm_and_switch(tmp_path):
         expected = theirs.encode(audio, bandwidth=config.target_bandwidths[-1])
         reference_audio = theirs.decode(expected.audio_codes, expected.audio_scales).audio_values
         fast = ours.encode(audio, bandwidth=config.target_bandwidths[-1])
-        assert torch.equal(fast.audio_codes, expected.audio_codes)
+        assert_codes_match(fast.audio_codes, expected.audio_codes, ours, encoder_latents(ours, audio))
         _close(ours.decode(fast.audio_codes, fast.audio_scales).audio_values, reference_audio)
         ours.fast_inference = False
         exact = ours.encode(audio, bandwidth=config.target_bandwidths[-1])

@@ -34,3 +34,16 @@ def test_failure_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_text_atomic(target, "{}")
     assert target.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+
+
+def test_errors_name_the_folder_and_file_not_the_temporary_name(tmp_path):
+    missing = tmp_path / "no" / "out.ecdc"
+    with pytest.raises(FileNotFoundError) as info, atomic_path(missing):
+        pass
+    assert str(info.value) == f"Cannot write out.ecdc in folder {missing.parent}: No such file or directory."
+    assert info.value.errno == 2
+    target = tmp_path / "out.wav"
+    with pytest.raises(OSError) as info, atomic_path(target) as tmp:  # e.g. the disk filled up mid-write
+        raise OSError(28, "No space left on device", str(tmp))
+    assert str(info.value) == f"[Errno 28] No space left on device: '{target}'"
+    assert list(tmp_path.iterdir()) == []

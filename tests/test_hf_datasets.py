@@ -175,6 +175,27 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         fn({"audio": [{"bytes": empty.getvalue(), "path": None}]})
 
 
+def test_errors_name_the_dataset_row_not_the_place_in_a_workers_batch(tmp_path):
+    """Row 4 is not audio: with two workers and batches of 2 it is item 0 of some worker's batch; the error
+    names row 4 (map's indices), in the recipe, in a plain map with_indices=True, and from a row_index column."""
+    from encodec_hf.errors import AudioFileError
+
+    model_dir = save_tiny_model(tmp_path / "model", "mono")
+    paths = write_clips(tmp_path / "clips", MONO_SPECS[:4] + MONO_SPECS[:2])
+    (tmp_path / "bad.wav").write_text("not audio")
+    paths[4] = str(tmp_path / "bad.wav")
+    ds = _dataset(paths)
+    with pytest.raises(AudioFileError, match=r"^Dataset row 4: Cannot read .*bad\.wav"):
+        encode_audio_dataset(ds, str(model_dir), batch_size=2, num_proc=2, device="cpu")
+    fn = EncodecMapFunction(str(model_dir))
+    with pytest.raises(AudioFileError, match=r"^Dataset row 4: "):
+        ds.map(fn, batched=True, batch_size=2, with_indices=True, remove_columns=["audio"], features=fn.features(ds))
+    with pytest.raises(AudioFileError, match=r"^Dataset row 1041: "):
+        fn({"audio": [ds[4]["audio"]], "row_index": [1041]})  # the encode-dataset runner's column
+    with pytest.raises(AudioFileError, match=r"^Item 0 of the batch: "):
+        fn({"audio": [ds[4]["audio"]]})
+
+
 def test_model_object_with_num_proc_names_the_fix(tmp_path):
     import pickle
 

@@ -7,6 +7,13 @@ from encodec_hf.ecdc.lm import EncodecLM, EncodecLMConfig
 from encodec_hf.ecdc.lm_exact import KernelChoices
 
 
+@pytest.fixture(autouse=True)
+def _lm_threads_as_the_original(monkeypatch):
+    """Meta's LM runs at the process's thread count and its bits depend on it; ours runs at one thread unless told
+    otherwise (`encodec_hf.threads`). Comparing bits, both sides run at the process's count."""
+    monkeypatch.setenv("ENCODEC_HF_NUM_THREADS", "inherit")
+
+
 def _original_lm(n_q, past_context, seed=0):
     from reference_encodec import import_reference
 

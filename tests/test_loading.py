@@ -16,7 +16,7 @@ import torch
 from conftest import audio, random_model, tiny_chunked_config, tiny_config
 from safetensors.torch import load_file, save_file
 
-from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
+from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecLM, EncodecLMConfig, EncodecModel
 from encodec_hf.errors import CheckpointMismatchError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +178,143 @@ def test_from_pretrained_by_repo_id_from_offline_hub_cache(saved_reference, tmp_
     with torch.inference_mode():
         expected = reference.encode(x, bandwidth=12.0).audio_codes
     assert torch.equal(torch.load(tmp_path / "codes.pt"), expected)
+
+
+# ------------------------------------------------------------------ model sources: paths, the cache, no Hub
+def _bad_model_folder(root: Path, kind: str) -> Path:
+    """A path that is not a model folder, of the given kind."""
+    path = root / kind
+    if kind in ("empty", "weights only", "config only"):
+        path.mkdir()
+    if kind == "a file":
+        path.write_bytes(b"x")
+    if kind == "weights only":
+        (path / "model.safetensors").write_bytes(b"x")
+    if kind == "config only":
+        (path / "config.json").write_text("{}")
+    return root / "a" / "b" if kind == "nested missing" else path
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "Model folder {path} does not exist"),
+        ("nested missing", "Model folder {path} does not exist"),
+        ("empty", "Model folder {path} is empty"),
+        ("a file", "Model path {path} is a file, not a folder"),
+        ("weights only", "Model folder {path} has no config.json (it holds model.safetensors)"),
+        ("config only", "Model folder {path} has config.json but no weights"),
+    ],
+)
+def test_a_path_that_is_not_a_model_folder_says_what_is_missing(tmp_path, kind, message):
+    from encodec_hf.errors import ModelNotFoundError
+    from encodec_hf.integrations.hub import load_model
+
+    path = _bad_model_folder(tmp_path, kind)
+    with pytest.raises(ModelNotFoundError) as info:
+        load_model(str(path))
+    assert str(info.value).startswith(message.format(path=path))
+    assert isinstance(info.value, FileNotFoundError)  # `except OSError` callers keep working
+
+
+@pytest.mark.parametrize("source", ["/nonexistent/encodec", "./nope", "~/no-such-model-folder", "nope/a/b"])
+def test_path_like_strings_never_reach_the_hub(source):
+    """The Hub's "Repo id must be in the form 'repo_name'" never answers a mistyped path."""
+    from encodec_hf.errors import ModelNotFoundError
+    from encodec_hf.integrations.hub import load_model, looks_like_path
+
+    assert looks_like_path(source)
+    with pytest.raises(ModelNotFoundError, match=f"Model folder {source} does not exist"):
+        load_model(source)
+
+
+def test_hub_ids_and_folders_are_told_apart(tmp_path, monkeypatch):
+    from encodec_hf.errors import ModelNotFoundError
+    from encodec_hf.integrations.hub import load_model, looks_like_path
+
+    assert not looks_like_path("facebook/encodec_24khz") and not looks_like_path("encodec")
+    EncodecModel(tiny_config()).save_pretrained(tmp_path / "org" / "name")
+    monkeypatch.chdir(tmp_path)
+    assert looks_like_path("org/name")  # an existing relative folder wins, as in transformers
+    assert load_model("org/name").config.sampling_rate == tiny_config().sampling_rate
+    with pytest.raises(ModelNotFoundError, match="neither a local folder .* nor a Hub repository id"):
+        load_model("not a repo!")
+
+
+OFFLINE_SCRIPT = """
+import contextlib, io, json, sys, time
+import torch
+from encodec_hf import cli
+from encodec_hf.errors import HubUnreachableError
+from encodec_hf import EncodecLM
+from encodec_hf.integrations.hub import load_model
+
+model = load_model("org/cached")  # from the cache: the Hub is unreachable or HF_HUB_OFFLINE=1
+lm = EncodecLM.from_pretrained("org/cached")  # the LM of an --lm .ecdc file: the same lookup
+assert lm.config.dim == 16
+with torch.inference_mode():
+    codes = model.encode(torch.load(sys.argv[1]), bandwidth=model.config.target_bandwidths[-1]).audio_codes
+torch.save(codes, sys.argv[2])
+start = time.monotonic()
+try:
+    load_model("facebook/encodec_24khz")
+except HubUnreachableError as err:
+    message = str(err)
+elapsed = time.monotonic() - start
+stderr = io.StringIO()
+with contextlib.redirect_stderr(stderr):
+    status = cli.main(["compress", sys.argv[3], sys.argv[3] + ".ecdc"])  # no --model: the Hub's 24 kHz model
+print(json.dumps({"message": message, "elapsed": elapsed, "status": status, "cli": stderr.getvalue()}))
+"""
+
+
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE=1", "unreachable HF_ENDPOINT"])
+def test_hub_ids_come_from_the_cache_or_fail_fast_naming_the_fix(tmp_path, offline):
+    """A repo id in a Hub cache on disk loads without the Hub; one that is not cached fails at once (no retries)
+    with a message that names --model PATH, MODEL=, HF_HOME and HF_HUB_OFFLINE, in the library and the CLI."""
+    import socket
+
+    import numpy as np
+    import soundfile as sf
+
+    model = random_model(tiny_config())
+    model.save_pretrained(tmp_path / "saved")
+    config = model.config
+    lm_config = EncodecLMConfig(
+        num_codebooks=config.num_quantizers, codebook_size=config.codebook_size, dim=16, num_layers=1, num_heads=2
+    )
+    EncodecLM(lm_config).save_pretrained(tmp_path / "saved")
+    names = ("config.json", "model.safetensors", "lm.safetensors")
+    files = {name: (tmp_path / "saved" / name).read_bytes() for name in names}
+    _lay_out_hub_cache(tmp_path / "home" / "hub", "org/cached", files)
+    x = audio(1, 1, 400)
+    torch.save(x, tmp_path / "x.pt")
+    sf.write(tmp_path / "in.wav", np.zeros(800, dtype=np.float32), 8000)
+    with socket.socket() as s:  # a port nothing listens on: connections are refused at once
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE")}
+    env.update(HF_HOME=str(tmp_path / "home"), HF_ENDPOINT=f"http://127.0.0.1:{closed_port}")
+    if offline == "HF_HUB_OFFLINE=1":
+        env["HF_HUB_OFFLINE"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-c", OFFLINE_SCRIPT, str(tmp_path / "x.pt"), str(tmp_path / "codes.pt")]
+    result = subprocess.run([*command, str(tmp_path / "in.wav")], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with torch.inference_mode():
+        expected = model.encode(x, bandwidth=model.config.target_bandwidths[-1]).audio_codes
+    assert torch.equal(torch.load(tmp_path / "codes.pt"), expected)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    message = report["message"]
+    assert message.startswith(
+        "Cannot load 'facebook/encodec_24khz': no such local folder, the Hugging Face Hub at http://127.0.0.1:"
+    )
+    for fix in ("--model PATH", "MODEL=PATH", "HF_HOME", "HF_HUB_OFFLINE=1", str(tmp_path / "home" / "hub")):
+        assert fix in message
+    assert report["elapsed"] < 20  # a hang guard: huggingface_hub's retries alone sleep 23 s
+    assert "Retrying" not in result.stderr
+    assert report["status"] == 1 and report["cli"] == f"error: {message}\n"
+    assert not (tmp_path / "in.wav.ecdc").exists()
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from code_compare import assert_codes_match, encoder_latents
 from conftest import random_model
 
 from encodec_hf import EncodecConfig
@@ -55,7 +56,7 @@ def test_causal_file_roundtrip_equals_offline(causal, tmp_path):
     header, records = load_codes_file(tmp_path / "codes.ehfc")
     assert header == info
     codes = torch.cat([r.audio_codes for r in records], -1)
-    assert torch.equal(codes, ref.audio_codes[0])
+    assert_codes_match(codes, ref.audio_codes[0], causal, encoder_latents(causal, x)[0])  # stream vs encode
     assert all(r.audio_scales is None for r in records)
 
     decode_file(causal, tmp_path / "codes.ehfc", tmp_path / "out.wav", frames_per_block=37)
@@ -65,9 +66,10 @@ def test_causal_file_roundtrip_equals_offline(causal, tmp_path):
 
 
 def test_codes_do_not_depend_on_how_the_file_is_cut(causal, chunked, tmp_path):
-    """Chunk invariance: any block size gives byte-identical codes (the records may be split differently)."""
+    """Chunk invariance: any block size gives the same codes (the records may be split differently); the frame
+    stream's steps see other buffer shapes for other block sizes, so near-ties may flip (tests/code_compare.py)."""
     for model in (causal, chunked):
-        _write(tmp_path / "in.wav", model, 0.377, seed=3)
+        x = _write(tmp_path / "in.wav", model, 0.377, seed=3)
         codes = []
         for block in (13, 160, 2048, 100_000):
             encode_file(model, tmp_path / "in.wav", tmp_path / f"{block}.ehfc", block_size=block)
@@ -75,7 +77,9 @@ def test_codes_do_not_depend_on_how_the_file_is_cut(causal, chunked, tmp_path):
             codes.append([(r.audio_codes, r.audio_scales) for r in records])
         if model is causal:
             joined = [torch.cat([c for c, _ in recs], -1) for recs in codes]
-            assert all(torch.equal(joined[0], j) for j in joined)
+            latents = encoder_latents(model, x)[0]
+            for j in joined[1:]:
+                assert_codes_match(j, joined[0], model, latents)
         else:  # one record per chunk, identical codes and scales
             for recs in codes[1:]:
                 assert len(recs) == len(codes[0])

@@ -1,14 +1,20 @@
 """Parity with transformers' EncodecModel (random weights, the three Hub configurations).
 
-Codes and scales must be identical (the scales are the original's arithmetic on the same [B, C, L] chunks, which
-transformers' is too, bit for bit), audio within 1e-5. For padded batches the reference encodes the padding too,
+Codes and scales must be identical on the reference kernels (``fast_inference=False``: the same arithmetic as
+transformers', bit for bit; the scales are the original's arithmetic on the same [B, C, L] chunks), audio within
+1e-5. The default fast plan of the 24 / 32 kHz models rounds differently: its codes may differ at near-ties only
+(tests/code_compare.py). For padded batches the reference encodes the padding too,
 so there the contract is per item: each item of our padded batch equals the reference run on that item alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+from functools import partial
+
 import pytest
 import torch
+from code_compare import assert_codes_match, encoder_latents
 from conftest import audio
 
 PRESETS = {
@@ -24,6 +30,17 @@ def _params():
     for name, (bandwidths, _, _) in PRESETS.items():
         for bw in bandwidths:
             yield pytest.param(name, bw, id=f"{name}-{bw}kbps")
+
+
+@contextlib.contextmanager
+def _reference_kernels(model):
+    """transformers' kernels for the block (the session-wide model keeps its default afterwards)."""
+    fast = model.fast_inference
+    model.fast_inference = False
+    try:
+        yield model
+    finally:
+        model.fast_inference = fast
 
 
 def _assert_scales_equal(ours, theirs):
@@ -46,7 +63,12 @@ def test_single_and_equal_length_batch_match_transformers(model_pair, name, band
         ref = reference.encode(x, bandwidth=bandwidth)
         ours = model.encode(x, bandwidth=bandwidth)
         assert ours.audio_codes.dtype == torch.long
-        assert torch.equal(ours.audio_codes, ref.audio_codes)
+        if model.fast_inference:  # the fast plan (24 / 32 kHz default): near-ties only; the reference kernels: exact
+            assert_codes_match(ours.audio_codes, ref.audio_codes, model, partial(encoder_latents, model, x))
+            with _reference_kernels(model):
+                assert torch.equal(model.encode(x, bandwidth=bandwidth).audio_codes, ref.audio_codes)
+        else:
+            assert torch.equal(ours.audio_codes, ref.audio_codes)
         assert ours.last_frame_pad_length == ref.last_frame_pad_length
         _assert_scales_equal(ours.audio_scales, ref.audio_scales)
 
@@ -89,7 +111,9 @@ def test_padded_batch_matches_transformers_per_item(model_pair, name, bandwidth)
     for i, clip in enumerate(clips):
         alone = reference.encode(clip[None], bandwidth=bandwidth)
         chunks, _, _, frames = alone.audio_codes.shape
-        assert torch.equal(ours.audio_codes[:chunks, i : i + 1, :, :frames], alone.audio_codes), f"item {i}"
+        # the item alone runs other batch shapes (kernel blockings): near-ties only (tests/code_compare.py)
+        item_codes = ours.audio_codes[:chunks, i : i + 1, :, :frames]
+        assert_codes_match(item_codes, alone.audio_codes, model, partial(encoder_latents, model, clip[None]))
         assert not ours.audio_codes[chunks:, i].any(), "chunk slots past an item's end hold 0"
         assert not ours.audio_codes[:, i, :, frames:].any(), "frames past an item's end hold 0"
         if model.config.normalize:
@@ -119,8 +143,15 @@ def test_causal_padded_batch_agrees_with_transformers_batch_away_from_the_paddin
     ours = model.encode(x, mask, bandwidth=6.0)
     theirs = reference.encode(x, mask, bandwidth=6.0)
     full_frames = lengths[1] // hop
-    assert torch.equal(ours.audio_codes[..., :full_frames], theirs.audio_codes[..., :full_frames])
-    assert torch.equal(ours.audio_codes[:, 0], theirs.audio_codes[:, 0])
+    latents = encoder_latents(model, x)  # causal: a frame's latent does not see later samples
+    assert_codes_match(
+        ours.audio_codes[..., :full_frames], theirs.audio_codes[..., :full_frames], model, latents[..., :full_frames]
+    )
+    assert_codes_match(ours.audio_codes[:, 0], theirs.audio_codes[:, 0], model, latents[:, 0])
+    with _reference_kernels(model):
+        exact = model.encode(x, mask, bandwidth=6.0).audio_codes
+    assert torch.equal(exact[..., :full_frames], theirs.audio_codes[..., :full_frames])
+    assert torch.equal(exact[:, 0], theirs.audio_codes[:, 0])
 
 
 @torch.inference_mode()

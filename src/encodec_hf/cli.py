@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import __version__
 from .errors import CliError
 from .files import atomic_path
 
@@ -36,6 +37,12 @@ HQ_MODEL = "facebook/encodec_48khz"
 PROGRESS_MIN_FRAMES = 750  # show a progress bar from 10 s of audio at 75 frames/s
 VERBOSE_FLAGS = ("-v", "--verbose")
 VERBOSE_HELP = "on an internal error, print its traceback"
+# The parsers import only the standard library, so `--help` answers without torch; these mirror the values of the
+# modules they belong to (integrations.encode_dataset.SHARD_FORMATS, integrations.endpoint.DEFAULT_MAX_BODY_BYTES
+# and DEFAULT_MAX_QUEUE; tests/test_cli.py checks that they agree).
+SHARD_FORMATS = ("parquet", "arrow")
+SERVE_MAX_BODY_MB = 64.0
+SERVE_MAX_QUEUE = 16
 
 
 def _err(message: str) -> None:
@@ -55,16 +62,63 @@ def atomic_output(path: Path, force: bool) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _progress(total: int, description: str) -> Iterator[Callable[[int], None] | None]:
+    """A tqdm bar of `total` frames on stderr, advanced by the callback it yields; it stays on screen at the end."""
     if total < PROGRESS_MIN_FRAMES:
         yield None
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, desc=description, unit="frame", file=sys.stderr, leave=False) as bar:
+    with tqdm(total=total, desc=description, unit="frame", file=sys.stderr, leave=True, dynamic_ncols=True) as bar:
         yield bar.update
 
 
-def _check_input(path: Path) -> None:
+@contextlib.contextmanager
+def _quiet_model_loading() -> Iterator[None]:
+    """Hides transformers' own "Loading weights" bar while we load a model (our bars are the command's); Hub
+    download bars keep their setting. The previous state is restored afterwards."""
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    bars_were_on = transformers_logging.is_progress_bar_enabled()
+    downloads_were_off = hub_utils.are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()  # also turns off huggingface_hub's bars ...
+    if not downloads_were_off:
+        hub_utils.enable_progress_bars()  # ... which show downloads: keep them
+    try:
+        yield
+    finally:
+        if bars_were_on:
+            transformers_logging.enable_progress_bar()
+        if downloads_were_off:
+            hub_utils.disable_progress_bars()
+
+
+def _load_model(name: str, device: str):
+    from .integrations.hub import load_model
+
+    with _quiet_model_loading():
+        return load_model(name, device)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{seconds:.1f} s ({hours}:{minutes:02d}:{secs:02d})"
+
+
+def _summary(verb: str, summary, wall_s: float, target: Path) -> str:
+    """The one line printed after compress / decompress: duration, bytes, real bitrate, wall time."""
+    return (
+        f"{verb} {_duration(summary.duration_s)} of audio, {summary.num_bytes:,} bytes of .ecdc "
+        f"({summary.kbps:.2f} kbps), in {wall_s:.1f} s: {target}"
+    )
+
+
+def _check_input(path: Path, kind: str = "audio file") -> None:
+    if path.is_dir():
+        raise CliError(f"Input {path} is a directory, not a file: give one {kind}.")
     if not path.is_file():
         raise CliError(f"Input file {path} does not exist.")
 
@@ -85,23 +139,27 @@ def _add_compress_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-l", "--lm", action="store_true", help="entropy-code with the LM: smaller, much slower")
     parser.add_argument("-q", "--hq", action="store_true", help=f"use the 48 kHz stereo model ({HQ_MODEL})")
     parser.add_argument("-r", "--rescale", action="store_true", help="rescale instead of clipping (.wav output)")
-    _add_common_arguments(parser)
+    _add_common_arguments(parser, f"default {DEFAULT_MODEL}, {HQ_MODEL} with --hq")
 
 
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help=f"model folder or Hub repository (default {DEFAULT_MODEL})")
+def _add_common_arguments(parser: argparse.ArgumentParser, model_default: str) -> None:
+    parser.add_argument("--model", help=f"model folder or Hub repository ({model_default})")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the codec runs (the LM: CPU)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    """Streams the input through the model into the `.ecdc` file (bounded memory, docs/ecdc.md); a model that
+    cannot stream is run on the whole file."""
+    import time
+
     import torch
 
-    from .audio_io import convert_audio, load_audio
+    from .audio_io import audio_info
     from .ecdc import container as ecdc
     from .errors import UnsupportedBandwidthError
-    from .integrations.hub import load_model
 
+    start = time.perf_counter()
     _check_input(args.input)
     output = args.output or args.input.with_suffix(".ecdc")
     if output.suffix.lower() != ".ecdc" and not _decoded_suffix_ok(output):
@@ -109,7 +167,7 @@ def run_compress(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CliError("--device cuda was asked for but CUDA is not available.")
     with atomic_output(output, args.force) as tmp:
-        model = load_model(args.model or (HQ_MODEL if args.hq else DEFAULT_MODEL), args.device)
+        model = _load_model(args.model or (HQ_MODEL if args.hq else DEFAULT_MODEL), args.device)
         config = model.config
         try:
             config.resolve_bandwidth(args.bandwidth)
@@ -118,35 +176,65 @@ def run_compress(args: argparse.Namespace) -> int:
                 f"Bandwidth {args.bandwidth:g} is not supported by the model {ecdc.ecdc_model_name(config)}; "
                 f"choose one of {', '.join(f'{b:g}' for b in config.target_bandwidths)}."
             ) from None
-        audio, sampling_rate = load_audio(args.input)
-        if audio.shape[0] != config.audio_channels:
-            _err(f"Converting {audio.shape[0]} channel(s) to {config.audio_channels}.")
-        if sampling_rate != config.sampling_rate:
-            _err(f"Resampling from {sampling_rate} Hz to {config.sampling_rate} Hz.")
-        audio = convert_audio(audio, sampling_rate, config.sampling_rate, config.audio_channels)
-        with _progress(ecdc.total_frames(config, audio.shape[1]), "compress") as progress:
-            data = ecdc.compress(model, audio, bandwidth=args.bandwidth, use_lm=args.lm, progress=progress)
-        if output.suffix.lower() == ".ecdc":
-            tmp.write_bytes(data)
-        else:
-            with _progress(ecdc.total_frames(config, audio.shape[1]), "decompress") as progress:
-                decoded, sr = ecdc.decompress(data, model=model, progress=progress)
-            _save(tmp, decoded, sr, args.rescale, output)
+        info = audio_info(args.input)
+        if info.channels != config.audio_channels:
+            _err(f"Converting {info.channels} channel(s) to {config.audio_channels}.")
+        if info.samplerate != config.sampling_rate:
+            _err(f"Resampling from {info.samplerate} Hz to {config.sampling_rate} Hz.")
+        length = -(-info.frames * config.sampling_rate // info.samplerate)  # resample's ceil(T * new / old)
+        frames = ecdc.total_frames(config, length) if info.frames else 0
+        wav_output = output.suffix.lower() != ".ecdc"
+        ecdc_path = tmp.with_name(tmp.name + ".ecdc") if wav_output else tmp
+        try:
+            with _progress(frames, "compress") as progress:
+                summary = _compress_to(model, args, ecdc_path, progress)
+            if wav_output:
+                with _progress(frames, "decompress") as progress:
+                    decoded = _decompress_to(model, ecdc_path, tmp, args.rescale, output, progress)
+                _clip_warning(decoded.peak, args.rescale)
+        finally:
+            if wav_output:
+                with contextlib.suppress(FileNotFoundError):
+                    ecdc_path.unlink()
+    _err(_summary("Compressed", summary, time.perf_counter() - start, output))
     return 0
 
 
-# --------------------------------------------------------------------------------------------- decompress
-def _add_decompress_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", type=Path, help="an .ecdc file")
-    parser.add_argument("output", type=Path, nargs="?", help="OUT.wav (default: IN_decompressed.wav)")
-    parser.add_argument("-r", "--rescale", action="store_true", help="rescale the output instead of clipping it")
-    _add_common_arguments(parser)
+def _compress_to(model, args: argparse.Namespace, path: Path, progress):
+    """`.ecdc` of the input file at `path`: streamed block by block, or whole for a model that cannot stream."""
+    from .ecdc import container as ecdc
+    from .ecdc import streamed
+
+    if streamed.can_stream(model, args.bandwidth):
+        return streamed.compress_file(model, args.input, path, args.bandwidth, use_lm=args.lm, progress=progress)
+    from .audio_io import convert_audio, load_audio
+
+    _err("This model cannot stream: the whole file is encoded at once (memory grows with its length).")
+    audio, sampling_rate = load_audio(args.input)
+    config = model.config
+    audio = convert_audio(audio, sampling_rate, config.sampling_rate, config.audio_channels)
+    path.write_bytes(ecdc.compress(model, audio, bandwidth=args.bandwidth, use_lm=args.lm, progress=progress))
+    return streamed.EcdcFileSummary(audio.shape[1], config.sampling_rate, path.stat().st_size)
 
 
-def _save(tmp: Path, audio, sampling_rate: int, rescale: bool, output: Path) -> None:
+def _decompress_to(model, source: Path, tmp: Path, rescale: bool, output: Path, progress):
+    """Decodes the `.ecdc` file `source` into the audio file `tmp` (format from `output`'s suffix)."""
+    from .ecdc import container as ecdc
+    from .ecdc import streamed
+
+    fmt = output.suffix.lstrip(".").upper()
+    if streamed.can_stream(model):
+        return streamed.decompress_file(source, tmp, model=model, rescale=rescale, format=fmt, progress=progress)
     from .audio_io import save_audio
 
-    peak = save_audio(tmp, audio, sampling_rate, rescale=rescale, format=output.suffix.lstrip(".").upper())
+    _err("This model cannot stream: the whole file is decoded at once (memory grows with its length).")
+    data = source.read_bytes()
+    audio, sampling_rate = ecdc.decompress(data, model=model, progress=progress)
+    peak = save_audio(tmp, audio, sampling_rate, rescale=rescale, format=fmt)
+    return streamed.EcdcFileSummary(audio.shape[1], sampling_rate, len(data), peak)
+
+
+def _clip_warning(peak: float, rescale: bool) -> None:
     if peak > 0.99 and not rescale:
         _err(
             f"Clipping!! max scale {peak}, limit is 0.99. "
@@ -154,29 +242,38 @@ def _save(tmp: Path, audio, sampling_rate: int, rescale: bool, output: Path) -> 
         )
 
 
-def run_decompress(args: argparse.Namespace) -> int:
-    from .ecdc import container as ecdc
-    from .integrations.hub import load_model
+# --------------------------------------------------------------------------------------------- decompress
+def _add_decompress_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="an .ecdc file")
+    parser.add_argument("output", type=Path, nargs="?", help="OUT.wav (default: IN_decompressed.wav)")
+    parser.add_argument("-r", "--rescale", action="store_true", help="rescale the output instead of clipping it")
+    _add_common_arguments(parser, f"default: the one the file's header names, {DEFAULT_MODEL} or {HQ_MODEL}")
 
-    _check_input(args.input)
+
+def run_decompress(args: argparse.Namespace) -> int:
+    """Streams the `.ecdc` file's codes through the model into the audio file (bounded memory, docs/ecdc.md)."""
+    import time
+
+    from .ecdc import container as ecdc
+
+    start = time.perf_counter()
+    _check_input(args.input, ".ecdc file")
     output = args.output or args.input.with_name(args.input.stem + "_decompressed.wav")
     if not _decoded_suffix_ok(output):
         raise CliError("Output extension must be .wav (or .flac)")
-    data = args.input.read_bytes()
-    header, _ = ecdc.read_header(data)  # fail fast, before loading any model
+    header, _ = ecdc.read_header(args.input.read_bytes())  # fail fast, before loading any model
     with atomic_output(output, args.force) as tmp:
-        model = load_model(args.model or ecdc.DEFAULT_MODEL_REPOS.get(header.model_name, DEFAULT_MODEL), args.device)
+        model = _load_model(args.model or ecdc.DEFAULT_MODEL_REPOS.get(header.model_name, DEFAULT_MODEL), args.device)
         frames = ecdc.total_frames(model, header.audio_length) if header.audio_length < 10**9 else 0
         with _progress(frames, "decompress") as progress:
-            audio, sampling_rate = ecdc.decompress(data, model=model, progress=progress)
-        _save(tmp, audio, sampling_rate, args.rescale, output)
+            summary = _decompress_to(model, args.input, tmp, args.rescale, output, progress)
+        _clip_warning(summary.peak, args.rescale)
+    _err(_summary("Decompressed", summary, time.perf_counter() - start, output))
     return 0
 
 
 # --------------------------------------------------------------------------------------------- encode-dataset
 def _add_encode_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    from .integrations.encode_dataset import SHARD_FORMATS
-
     parser.add_argument("dataset", help="Hub dataset id, a save_to_disk folder, or a Parquet/Arrow file or folder")
     parser.add_argument("--model", required=True, help="EnCodec model id or local folder (save_pretrained)")
     parser.add_argument("--output-dir", required=True, help="folder for the shards, the plan and the manifest")
@@ -191,6 +288,13 @@ def _add_encode_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda:0")
     parser.add_argument("--convert-channels", action="store_true", help="mix to mono / duplicate to stereo as needed")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--num-threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads per process (default: $ENCODEC_HF_NUM_THREADS, else OMP_NUM_THREADS, else 1; "
+        "use more processes, torchrun --nproc-per-node N, to use more cores)",
+    )
 
 
 def run_encode_dataset(args: argparse.Namespace) -> int:
@@ -215,9 +319,10 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
             device=args.device,
             convert_channels=args.convert_channels,
             progress=not args.no_progress,
+            num_threads=args.num_threads,
         )
     except (EncodecInputError, EncodePlanMismatchError, KeyError, FileNotFoundError) as err:
-        print(f"encode-dataset: error: {err}", file=sys.stderr)
+        _err(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}")  # KeyError's str quotes
         return 2
     if manifest is not None:
         print(f"Wrote {len(manifest['shards'])} shard(s) for {manifest['num_rows']} rows to {args.output_dir}")
@@ -226,35 +331,83 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- serve
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from .integrations.endpoint import DEFAULT_MAX_BODY_BYTES
-
     parser.add_argument("--model", required=True, help="model folder (save_pretrained / Hub repo snapshot) or id")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--max-duration-s", type=float, default=None, help="longest audio accepted (seconds)")
-    parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
+    parser.add_argument("--max-body-mb", type=float, default=SERVE_MAX_BODY_MB)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="requests computed at once (default: the physical cores, at most 4)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=_non_negative_int,
+        default=SERVE_MAX_QUEUE,
+        help=f"requests admitted to wait for a worker; beyond them: 503 + Retry-After (default {SERVE_MAX_QUEUE})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads per worker (default: $ENCODEC_HF_NUM_THREADS,"
+        " else the process's OMP_NUM_THREADS, else the physical cores / --workers, at least 1)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """`encodec-hf serve`: the Inference Endpoints handler behind a local HTTP server, until interrupted."""
-    from .integrations.endpoint import EndpointHandler, make_server
+    from .integrations.endpoint import EndpointHandler, default_workers, make_server
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.workers is None:
+        args.workers = default_workers()
     try:
-        endpoint = EndpointHandler(args.model, max_duration_s=args.max_duration_s, device=args.device)
+        endpoint = EndpointHandler(
+            args.model,
+            max_duration_s=args.max_duration_s,
+            device=args.device,
+            workers=args.workers,
+            num_threads=args.threads,
+        )
     except (OSError, ValueError) as err:
-        print(f"serve: error: {err}", file=sys.stderr)
+        _err(f"error: {err}")
         return 2
-    server = make_server(endpoint, args.host, args.port, int(args.max_body_mb * 2**20))
+    server = make_server(endpoint, args.host, args.port, int(args.max_body_mb * 2**20), args.max_queue)
     host, port = server.server_address[:2]
+    # The first line is the address (scripts and tests read it); the limits go to the log.
     print(f"Serving encodec_hf endpoint on http://{host}:{port}", flush=True)
+    threads = "inherited" if endpoint.num_threads is None else endpoint.num_threads
+    logging.getLogger(__name__).info(
+        "%d worker(s), %s torch thread(s) each, queue of %d; busy beyond that: 503",
+        args.workers,
+        threads,
+        args.max_queue,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+    return 0
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -383,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`encodec-hf IN [OUT]` picks compress or decompress from IN's suffix.",
     )
     parser.add_argument(*VERBOSE_FLAGS, action="store_true", help=VERBOSE_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, sub in SUBCOMMANDS.items():
         subparser = subparsers.add_parser(name, help=sub.help, description=sub.help)
@@ -395,6 +549,18 @@ def build_parser() -> argparse.ArgumentParser:
 EXIT_USER_ERROR = 1  # bad input, a missing file, a refused overwrite: `error: <message>`
 EXIT_USAGE = 2  # argparse's status for a malformed command line
 EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug, reported with a traceback under -v
+# Modules of the optional extras (setup.py's extras_require): a missing one is an install to do, not a bug.
+EXTRA_OF_MODULE = {
+    "yaml": "train",
+    "accelerate": "train",
+    "visqol": "eval",
+    "pystoi": "eval",
+    "matplotlib": "eval",
+    "scipy": "eval",
+    "pesq": "pesq",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+}
 
 
 def _report_failure(err: Exception, verbose: bool, input_path: Path | None = None) -> int:
@@ -407,6 +573,11 @@ def _report_failure(err: Exception, verbose: bool, input_path: Path | None = Non
     from . import errors
 
     user_errors = (CliError, OSError, *(getattr(errors, name) for name in errors.__all__))
+    missing = (getattr(err, "name", None) or "").split(".")[0] if isinstance(err, ModuleNotFoundError) else ""
+    if missing in EXTRA_OF_MODULE:
+        extra = EXTRA_OF_MODULE[missing]
+        _err(f"error: this needs the optional package {missing!r}: pip install 'encodec-hf[{extra}]'")
+        return EXIT_USER_ERROR
     if isinstance(err, user_errors):
         where = f"{input_path}: " if isinstance(err, errors.EcdcFormatError) and input_path else ""
         _err(f"error: {where}{err}")

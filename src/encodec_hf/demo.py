@@ -16,7 +16,7 @@ from huggingface_hub.utils import logging as hf_logging
 from transformers.utils import logging as transformers_logging
 
 from .audio_io import convert_audio, read_audio
-from .codec.modeling import EncodecModel
+from .integrations.hub import load_model
 
 BUNDLED_CLIP = Path(__file__).parent / "assets" / "speech_24k_4s.wav"
 
@@ -41,14 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     # The demo's own message says what went wrong; the libraries' retry warnings would only bury it.
     hf_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
-    try:
-        model = EncodecModel.from_pretrained(args.model).eval()
-    except OSError:
-        print(
-            f"Cannot load {args.model!r}: the Hugging Face Hub is unreachable and it is not in the local cache. "
-            "Point the demo at a local checkpoint: make demo MODEL=/path/to/folder (config.json + model.safetensors).",
-            file=sys.stderr,
-        )
+    try:  # a wrong path, an empty folder, no Hub and no cache: load_model's one line says which, and the fix
+        model = load_model(args.model)
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
     config = model.config
     bandwidth = args.bandwidth

@@ -22,13 +22,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name keeps ``path``'s suffix (soundfile and friends pick the format from it) and is hidden
     (``.name.<random>.partial.suffix``). The file is created empty with mode ``0o666`` minus the user's umask, as
     ``open(path, "w")`` would create it, so the result has the permissions the user expects.
+    An ``OSError`` names ``path`` and its folder, never the temporary name the user did not choose.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial{path.suffix}")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, as for open()
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, as for open()
+    except OSError as err:
+        # A read-only, missing or full folder: say which folder, not which temporary file.
+        named = type(err)(f"Cannot write {path.name} in folder {path.parent}: {err.strerror or err}.")
+        named.errno = err.errno
+        raise named from None
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename in (str(tmp), tmp):  # e.g. the disk filled up while writing: name the real file
+            err.filename = str(path)
+        if err.filename2 in (str(tmp), tmp):
+            err.filename2 = str(path)
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

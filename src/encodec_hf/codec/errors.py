@@ -15,13 +15,16 @@ __all__ = [
     "EncodePlanMismatchError",
     "EncodecInputError",
     "EndpointRequestError",
+    "HubUnreachableError",
     "MetricInputError",
     "MissingLMError",
+    "ModelNotFoundError",
     "OpusUnavailableError",
     "SamplingRateError",
     "StreamClosedError",
     "StreamingNotSupportedError",
     "TrainingConfigError",
+    "ThreadCountError",
     "TrainingDataError",
     "UnsupportedBandwidthError",
 ]
@@ -71,13 +74,27 @@ class EncodePlanMismatchError(ValueError):
     """An ``encode-dataset`` output folder holds shards of a different run (other dataset, model, world size...)."""
 
 
+class ThreadCountError(ValueError):
+    """A torch thread count (a `num_threads` argument or ``$ENCODEC_HF_NUM_THREADS``) is not a positive integer."""
+
+
 class EndpointRequestError(EncodecInputError):
     """A request the endpoint cannot serve; ``status`` is the HTTP status code to answer with (400 by default:
-    413 too long or too large, 415 unsupported format)."""
+    413 too long or too large, 415 unsupported Content-Type)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = int(status)
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model given as a local path is not a model folder: the path is missing, a file, empty, or lacks
+    ``config.json`` or the weights; or a Hub id is neither a folder nor a valid repository id."""
+
+
+class HubUnreachableError(ConnectionError):
+    """A model given as a Hub repository id is not in the local Hugging Face cache and the Hub does not answer
+    (no network, ``HF_HUB_OFFLINE=1``, a firewall)."""
 
 
 class CliError(Exception):

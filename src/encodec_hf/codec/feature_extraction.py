@@ -3,20 +3,36 @@
 Same constructor, call signature and outputs as transformers' ``EncodecFeatureExtractor`` (it loads the Hub
 ``preprocessor_config.json`` files), with stricter input checks: integer PCM, NaN/Inf and (channels, samples)
 mix-ups are refused with a message that says how to fix them instead of being passed on silently.
+
+Every field of the feature extractor follows from the model's config (channels, rate, chunking), so a folder
+without ``preprocessor_config.json`` (one written by transformers' ``EncodecModel.save_pretrained``, say) still
+loads: `EncodecFeatureExtractor.from_pretrained` then derives it from ``config.json``. encodec_hf's own
+``EncodecModel.save_pretrained`` writes the file beside ``config.json`` (`write_for_config`), which is what the
+Auto classes need (they look for the file before they look at any class).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 from transformers import BatchFeature, SequenceFeatureExtractor
-from transformers.utils import PaddingStrategy, TensorType
+from transformers.utils import PaddingStrategy, TensorType, cached_file
 
 from .chunking import ChunkedAudioMixin, ChunkLayout
+from .configuration import EncodecConfig
 from .errors import EncodecInputError, SamplingRateError
 
 logger = logging.getLogger(__name__)
+
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
+# The fields a model's config decides; a saved file that disagrees on one of them belongs to another model.
+_CONFIG_FIELDS = ("feature_size", "sampling_rate", "chunk_length_s", "overlap")
+# from_pretrained's download arguments, which also locate config.json when the folder has no preprocessor config.
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "subfolder", "token", "local_files_only", "revision")
 
 
 class EncodecFeatureExtractor(ChunkedAudioMixin, SequenceFeatureExtractor):
@@ -59,6 +75,45 @@ class EncodecFeatureExtractor(ChunkedAudioMixin, SequenceFeatureExtractor):
             chunk_length_s=config.chunk_length_s,
             overlap=config.overlap,
         )
+
+    @classmethod
+    def write_for_config(cls, config, save_directory: str | os.PathLike) -> Path:
+        """Writes ``preprocessor_config.json`` for ``config`` into ``save_directory`` (what
+        ``EncodecModel.save_pretrained`` calls). A file already there is kept when it agrees on channels, rate and
+        chunking (it may carry the user's own ``padding_value``), and replaced when it belongs to another model."""
+        path = Path(save_directory) / PREPROCESSOR_CONFIG
+        expected = cls.for_config(config)
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError):
+                saved = None
+            if isinstance(saved, dict) and all(saved.get(k) == getattr(expected, k) for k in _CONFIG_FIELDS):
+                return path
+        expected.save_pretrained(save_directory)
+        return path
+
+    @classmethod
+    def get_feature_extractor_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
+        """transformers' lookup of ``preprocessor_config.json``, falling back to ``config.json``: a model folder or
+        repo without the file gives the feature extractor of its config (`for_config`)."""
+        try:
+            return super().get_feature_extractor_dict(pretrained_model_name_or_path, **kwargs)
+        except OSError as missing:
+            hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+            try:  # transformers' config loading reads a folder without config.json as all defaults: look first
+                config_file = cached_file(
+                    pretrained_model_name_or_path, "config.json", _raise_exceptions_for_missing_entries=False, **hub
+                )
+            except OSError:
+                config_file = None
+            if config_file is None:
+                raise missing from None
+            config = EncodecConfig.from_json_file(config_file)
+        for key in (*_HUB_KWARGS, "_from_pipeline", "_from_auto"):
+            kwargs.pop(key, None)
+        logger.info("No %s in %s: derived from its config.json.", PREPROCESSOR_CONFIG, pretrained_model_name_or_path)
+        return cls.for_config(config).to_dict(), kwargs
 
     def _to_example(self, audio, index: int) -> np.ndarray:
         """One example as float32 `[T, C]` (the base class pads along axis 0)."""
@@ -116,11 +171,13 @@ class EncodecFeatureExtractor(ChunkedAudioMixin, SequenceFeatureExtractor):
         """
         if sampling_rate is not None:
             if sampling_rate != self.sampling_rate:
+                # Not the whole extractor (its repr is a page of JSON): the two rates and the fix.
                 raise SamplingRateError(
-                    f"The model corresponding to this feature extractor: {self} was trained using a sampling rate of "
-                    f"{self.sampling_rate}. Please make sure that the provided audio input was sampled with "
-                    f"{self.sampling_rate} and not {sampling_rate}; resample it first (e.g. datasets' "
-                    f"Audio(sampling_rate={self.sampling_rate}) or encodec_hf.audio_io)."
+                    f"Audio sampled at {sampling_rate} Hz given to a feature extractor for {self.sampling_rate} Hz "
+                    f"(the model's rate): resample it first, e.g. encodec_hf.audio_io.convert_audio(audio, "
+                    f"{sampling_rate}, {self.sampling_rate}, channels) for a [C, T] tensor, or "
+                    f"encodec_hf.integrations.datasets.cast_audio_for_model(dataset, 'audio', "
+                    f"sampling_rate={self.sampling_rate}) for a datasets column."
                 )
         else:
             logger.warning(

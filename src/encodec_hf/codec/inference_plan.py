@@ -13,10 +13,13 @@ instead. With ``model.fast_inference`` on (`fast_inference_default`), its steps 
   frames whose time-major output already is the upsampled signal (oneDNN's deconvolution is slow for these shapes);
 * **folded weights**: weight norm computed once and the weights re-laid out once, when the plan is built.
 
-These agree with the reference layers to float rounding (~1e-7 relative). With the flag off the steps are the
-reference layers themselves, bit-identical to transformers. Either way the plan is **split at the LSTM**: the
-audio-rate layers (before the LSTM in the encoder, after it in the decoder) run on a few items at a time, because
-their activations are what fills memory, while the LSTM, which gains most from a large batch, sees the whole batch.
+These agree with the reference layers to float rounding (~1e-7 relative), so codes differ from the reference
+layers' only at near-ties, where two codewords are within rounding of the latent (docs/performance.md, "What
+identical codes means": a few frames in a thousand on real speech). With the flag off the steps are the
+reference layers themselves, bit-identical to transformers on the same machine and thread count. Either way the
+plan is **split at the LSTM**: the audio-rate layers (before the LSTM in the encoder, after it in the decoder) run
+on a few items at a time, because their activations are what fills memory, while the LSTM, which gains most from
+a large batch, sees the whole batch.
 
 A plan depends on the values of the parameters it folded. It records each parameter with its version counter
 (bumped by every in-place write: optimizer steps, ``load_state_dict``'s copies, ``p.mul_(2)`` under
@@ -61,7 +64,7 @@ class BatchLimits:
     ``chunks_per_call`` of them and ``samples_per_call`` samples per channel in all, so the frame-rate layers (the
     LSTM above all) run on a large batch while their tensors stay small. Inside a call, the audio-rate layers take
     at most ``audio_rate_samples`` samples per channel at a time (at least one chunk). The results are those of one
-    call on the whole group to float rounding; the codes were identical in every test.
+    call on the whole group to float rounding, so codes can differ only at near-ties (docs/performance.md).
     """
 
     chunks_per_call: int = 16

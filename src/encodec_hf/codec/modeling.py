@@ -4,9 +4,10 @@ Same call signatures, output classes and state-dict keys as transformers' ``Enco
 is a one-line import change and the Hub checkpoints load as they are. Where the reference is wrong for users we
 differ on purpose (see README, "Differences from transformers"):
 
-* every item of a padded batch is encoded and decoded at its own length, so it gives exactly what it gives
-  alone (the reference encodes the zero padding too, which changes the last frame of causal models and the
-  scales and codes of the last chunk of chunked models);
+* every item of a padded batch is encoded and decoded at its own length, so it gives what it gives alone (the
+  reference encodes the zero padding too, which changes the last frame of causal models and the scales and codes
+  of the last chunk of chunked models); "what it gives alone" up to float rounding, so up to near-tie codes
+  (docs/performance.md, "What identical codes means");
 * ``encode`` reports each item's length (``audio_length``) and ``decode`` trims to it, so
   ``decode(**encode(x))`` has exactly the input's length;
 * inference (no autograd) runs an `InferencePlan` of the encoder and decoder (``inference_plan.py``): for
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -31,6 +33,7 @@ from transformers.utils import ModelOutput
 from .chunking import ChunkLayout, linear_overlap_add
 from .configuration import EncodecConfig
 from .errors import CheckpointMismatchError, EncodecInputError
+from .feature_extraction import EncodecFeatureExtractor
 from .inference_plan import BatchLimits, InferencePlan, fast_inference_default
 from .quantization import EncodecEuclideanCodebook, EncodecResidualVectorQuantizer
 from .seanet import EncodecDecoder, EncodecEncoder
@@ -188,8 +191,9 @@ class EncodecModel(EncodecPreTrainedModel):
         )
         # Whether `encode` / `decode` without autograd run the fast inference steps (`inference_plan.py`): on by
         # default for weight-norm models, off for GroupNorm ones (`fast_inference_default`). False gives results
-        # bit-identical to transformers'; True agrees with them to float rounding (~1e-7). Autograd (training)
-        # always runs the reference layers.
+        # bit-identical to transformers'; True agrees with them to float rounding (~1e-7), so its codes differ
+        # only at near-ties (docs/performance.md, "What identical codes means"). Autograd (training) always runs
+        # the reference layers.
         self.fast_inference: bool = fast_inference_default(config)
         self._inference_plans: dict[str, InferencePlan] = {}
         self.post_init()
@@ -254,6 +258,22 @@ class EncodecModel(EncodecPreTrainedModel):
         if strict:
             _refuse_mismatch(pretrained_model_name_or_path, info)
         return (model, info) if want_info else model
+
+    def save_pretrained(
+        self, save_directory, *args, is_main_process: bool = True, push_to_hub: bool = False, **kwargs
+    ):
+        """transformers' save (``config.json``, ``model.safetensors``) plus ``preprocessor_config.json`` derived
+        from the config (`EncodecFeatureExtractor.write_for_config`), so `EncodecFeatureExtractor`,
+        ``AutoFeatureExtractor`` and ``AutoProcessor`` load from the folder too."""
+        hub = {}
+        if push_to_hub:  # transformers would upload only the files its own save wrote: push the finished folder
+            hub = {k: kwargs.pop(k) for k in ("commit_message", "create_pr", "private", "token") if k in kwargs}
+            hub["repo_id"] = kwargs.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
+        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            EncodecFeatureExtractor.write_for_config(self.config, save_directory)
+            if push_to_hub:
+                self.push_to_hub(**hub)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -348,7 +368,8 @@ class EncodecModel(EncodecPreTrainedModel):
         Args:
             input_values (`torch.FloatTensor` `[B, C, T]`): audio in [-1, 1], C = ``config.audio_channels``.
             padding_mask (`torch.Tensor` `[B, T]`, *optional*): 1 for audio, 0 for right padding. Each item is
-                encoded at its own length, exactly as it would be alone.
+                encoded at its own length, as it would be alone (up to near-tie codes: another batch shape can
+                round the latents differently).
             bandwidth (`float`, *optional*): kbps, one of ``config.target_bandwidths``; defaults to the lowest
                 (as transformers does).
             return_dict (`bool`, *optional*): return an [`EncodecEncoderOutput`] (default) or the tuple

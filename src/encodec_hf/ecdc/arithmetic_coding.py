@@ -129,6 +129,19 @@ class ArithmeticEncoder:
             raise ValueError(f"Empty range [{cdf_low}, {cdf_high}) for this symbol: the CDF must be increasing.")
         self.low, self.high, self.max_bit = _drop_shared_bits(low, high, max_bit, self._bits)
 
+    def drain(self) -> bytes:
+        """The complete bytes emitted so far, removed from the encoder (the bits of a partial byte stay).
+
+        Long streams call it now and then so the pending bits do not grow with the stream; the bytes of every
+        `drain()` followed by `finish()` are those `finish()` alone would return.
+        """
+        whole = len(self._bits) // 8 * 8
+        if not whole:
+            return b""
+        data = np.packbits(np.asarray(self._bits[:whole], dtype=np.uint8), bitorder="little").tobytes()
+        del self._bits[:whole]
+        return data
+
     def finish(self) -> bytes:
         """Emit the remaining bits of `low`, pad the last byte with zeros and return the whole stream."""
         for i in range(self.max_bit, -1, -1):

@@ -34,18 +34,18 @@ import torch
 
 from ..bundled import BUNDLED_MODEL_DIR, BUNDLED_MODEL_NAME
 from ..codec.chunking import ChunkLayout, ClipCodes
-from ..errors import EcdcFormatError, EncodecInputError, MissingLMError
+from ..errors import EcdcFormatError, EncodecInputError, HubUnreachableError, MissingLMError
 from ..integrations.hub import load_model
-from .arithmetic_coding import ArithmeticDecoder, ArithmeticEncoder
-from .bitpacking import pack, packed_size, unpack
+from .bitpacking import packed_size
 from .lm import EncodecLM
+from .payload import SCALE as _SCALE
+from .payload import PayloadWriter, decode_lm_segment, encode_lm_segment, iter_payload
 
 logger = logging.getLogger(__name__)
 
 MAGIC = b"ECDC"
 VERSION = 0
 _HEADER = struct.Struct("!4sBI")
-_SCALE = struct.Struct("!f")
 ECDC_MODEL_NAMES = ("encodec_24khz", "encodec_48khz", BUNDLED_MODEL_NAME)
 # Where `decompress` finds a model when none is given (Hub repositories of the same weights, the bundled folder).
 DEFAULT_MODEL_REPOS = {
@@ -157,6 +157,8 @@ def _resolve_lm(lm, source: str | None, device) -> EncodecLM:
         )
     try:
         return EncodecLM.from_pretrained(where, device=device if device is not None else "cpu")
+    except HubUnreachableError:
+        raise  # no network and not cached: its own message says how to fix that, the LM may well exist
     except (FileNotFoundError, OSError) as err:
         raise MissingLMError(
             f"No LM weights (lm.safetensors) in {where}: the file is entropy-coded with the LM. Convert the original "
@@ -205,52 +207,6 @@ def _as_audio(audio, channels: int) -> torch.Tensor:
     return audio.to(torch.float32)
 
 
-def encode_lm_segment(lm: EncodecLM, codes: np.ndarray, progress: Callable[[int], None] | None = None) -> bytes:
-    """Arithmetic-code one chunk's codes `[K, F]` with a fresh LM state; returns the byte-aligned stream.
-
-    All codes are known here, so the LM runs a block of frames at a time (`EncodecLM.iter_cdfs`, the same
-    bits as frame by frame); the decoder has to go frame by frame.
-    """
-    num_codebooks = codes.shape[0]
-    encoder = ArithmeticEncoder()
-    done = 0
-    # 2048 frame-codebooks per block: 256 frames at 6 kbps, 64 at 24 kbps, so the block's CDFs (int64) and their
-    # temporaries stay near 20 MB whatever the bandwidth, while each layer's weights still serve 64+ frames.
-    for cdfs in lm.iter_cdfs(codes, block_frames=max(16, 2048 // num_codebooks)):  # [f, K, card]
-        block = codes[:, done : done + cdfs.shape[0]].T  # [f, K]
-        highs = np.take_along_axis(cdfs, block[..., None], axis=-1)[..., 0]
-        lows = np.where(block > 0, np.take_along_axis(cdfs, np.maximum(block - 1, 0)[..., None], -1)[..., 0], 0)
-        for low, high in zip(lows.reshape(-1).tolist(), highs.reshape(-1).tolist(), strict=True):
-            encoder.push_range(low, high)
-        done += cdfs.shape[0]
-        if progress is not None:
-            progress(cdfs.shape[0])
-    return encoder.finish()
-
-
-def decode_lm_segment(
-    lm: EncodecLM,
-    data: bytes | memoryview,
-    offset: int,
-    num_codebooks: int,
-    frames: int,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, int]:
-    """Inverse of `encode_lm_segment`: codes int64 `[K, F]` and the offset just past the stream."""
-    decoder = ArithmeticDecoder(data, offset)
-    state = lm.init_state()
-    codes = np.zeros((num_codebooks, frames), dtype=np.int64)
-    previous = None
-    for t in range(frames):
-        cdfs = lm.step_cdfs(previous, state, num_codebooks)
-        for k in range(num_codebooks):
-            codes[k, t] = decoder.pull(cdfs[k])
-        previous = torch.from_numpy(codes[:, t])
-        if progress is not None:
-            progress(1)
-    return codes, offset + decoder.bytes_consumed
-
-
 @torch.inference_mode()
 def compress(
     model,
@@ -290,16 +246,13 @@ def compress(
         _lm_for(lm_model, config, num_codebooks)
     out = io.BytesIO()
     out.write(EcdcHeader(name, audio.shape[1], num_codebooks, use_lm).to_bytes())
+    writer = PayloadWriter(out, config.normalize, config.codebook_nbits, lm_model, num_codebooks)
     for codes, scale in clip.chunks(config):
-        if config.normalize:
-            out.write(_SCALE.pack(scale))
-        segment = codes.numpy()  # [K, F]
-        if lm_model is not None:
-            out.write(encode_lm_segment(lm_model, segment, progress))
-        else:
-            out.write(pack(segment.T.reshape(-1), config.codebook_nbits))  # time-major
-            if progress is not None:
-                progress(segment.shape[1])
+        writer.begin_chunk(scale)
+        writer.push(codes.numpy())  # [K, F]
+        writer.end_chunk()
+        if progress is not None:
+            progress(codes.shape[1])
     return out.getvalue()
 
 
@@ -324,30 +277,42 @@ def _check_payload_bound(header: EcdcHeader, config, chunk_frames: list[int], av
         )
 
 
-@torch.inference_mode()
-def decompress(
-    data: bytes | bytearray | memoryview,
-    model=None,
-    lm: EncodecLM | str | None = None,
-    device: str | torch.device | None = None,
-    progress: Callable[[int], None] | None = None,
-    max_duration_s: float = MAX_DURATION_S,
-) -> tuple[torch.Tensor, int]:
-    """Decode `.ecdc` bytes into `(audio [C, T] float32, sampling_rate)`.
+@dataclass
+class OpenedEcdc:
+    """A validated `.ecdc` file and what decoding it needs (see :func:`open_ecdc`)."""
 
-    Args:
-        data: the file's bytes.
-        model: an `EncodecModel`, or a folder / Hub repository; default: `DEFAULT_MODEL_REPOS[header name]`.
-        lm: the `EncodecLM` (or where to load it) for LM-coded files; default: the model's folder / repository.
-        device: where to run a model loaded here.
-        progress: called with the number of frames decoded.
-        max_duration_s: refuse files that claim more audio than this.
+    data: memoryview
+    header: EcdcHeader
+    offset: int  # where the body starts
+    model: Any
+    lm: EncodecLM | None
+    chunk_frames: list[int]
 
-    Raises:
-        EcdcFormatError: malformed, truncated or forged data, or a file made by another model.
-        MissingLMError: the file is LM-coded and no LM weights are available.
-    """
-    data = memoryview(bytes(data) if not isinstance(data, (bytes, memoryview)) else data)
+    @property
+    def config(self):
+        return self.model.config
+
+    def payload(self, block_frames: int, end: Callable[[int], None] | None = None):
+        """``(chunk index, scale, codes [K, f])`` blocks of the body, in order (``payload.iter_payload``)."""
+        config = self.config
+        return iter_payload(
+            self.data,
+            self.offset,
+            self.chunk_frames,
+            self.header.num_codebooks,
+            config.normalize,
+            config.codebook_nbits,
+            self.lm,
+            block_frames,
+            end,
+        )
+
+
+def open_ecdc(
+    data: memoryview, model=None, lm=None, device=None, max_duration_s: float = MAX_DURATION_S
+) -> OpenedEcdc:
+    """Validates the header of `.ecdc` bytes against the data and the model (loaded here when a name is given),
+    before any model runs; the arguments are :func:`decompress`'s."""
     header, offset = read_header(data)
     if header.model_name not in ECDC_MODEL_NAMES:
         raise EcdcFormatError(
@@ -374,28 +339,43 @@ def decompress(
     chunk_frames = _chunk_frames(config, header.audio_length)
     _check_payload_bound(header, config, chunk_frames, len(data) - offset)
     lm_model = _lm_for(_resolve_lm(lm, source, None), config, header.num_codebooks) if header.use_lm else None
+    return OpenedEcdc(data, header, offset, model, lm_model, chunk_frames)
 
-    chunks, scales = [], []
-    for frames in chunk_frames:
-        if config.normalize:
-            if offset + _SCALE.size > len(data):
-                raise EcdcFormatError("Truncated .ecdc file: a chunk's scale is missing.")
-            (scale,) = _SCALE.unpack_from(data, offset)
-            if not math.isfinite(scale):
-                raise EcdcFormatError(f"Corrupt .ecdc file: chunk scale {scale} is not finite.")
-            offset += _SCALE.size
-            scales.append(scale)
-        else:
-            scales.append(None)
-        if lm_model is not None:
-            codes, offset = decode_lm_segment(lm_model, data, offset, header.num_codebooks, frames, progress)
-        else:
-            count = frames * header.num_codebooks
-            codes = unpack(data[offset:], config.codebook_nbits, count).reshape(frames, header.num_codebooks).T
-            offset += packed_size(count, config.codebook_nbits)
-            if progress is not None:
-                progress(frames)
-        chunks.append(np.ascontiguousarray(codes))
+
+@torch.inference_mode()
+def decompress(
+    data: bytes | bytearray | memoryview,
+    model=None,
+    lm: EncodecLM | str | None = None,
+    device: str | torch.device | None = None,
+    progress: Callable[[int], None] | None = None,
+    max_duration_s: float = MAX_DURATION_S,
+) -> tuple[torch.Tensor, int]:
+    """Decode `.ecdc` bytes into `(audio [C, T] float32, sampling_rate)`.
+
+    Args:
+        data: the file's bytes.
+        model: an `EncodecModel`, or a folder / Hub repository; default: `DEFAULT_MODEL_REPOS[header name]`.
+        lm: the `EncodecLM` (or where to load it) for LM-coded files; default: the model's folder / repository.
+        device: where to run a model loaded here.
+        progress: called with the number of frames decoded.
+        max_duration_s: refuse files that claim more audio than this.
+
+    Raises:
+        EcdcFormatError: malformed, truncated or forged data, or a file made by another model.
+        MissingLMError: the file is LM-coded and no LM weights are available.
+    """
+    data = memoryview(bytes(data) if not isinstance(data, (bytes, memoryview)) else data)
+    opened = open_ecdc(data, model, lm, device, max_duration_s)
+    config, header, model = opened.config, opened.header, opened.model
+    blocks: list[list[np.ndarray]] = [[] for _ in opened.chunk_frames]
+    scales: list[float | None] = [None] * len(opened.chunk_frames)
+    for index, scale, codes in opened.payload(block_frames=64):  # blocks of 64 frames: progress that moves
+        blocks[index].append(codes)
+        scales[index] = scale
+        if progress is not None:
+            progress(codes.shape[1])
+    chunks = [np.concatenate(c, axis=1) for c in blocks]
     clip = ClipCodes.from_chunks(config, chunks, scales, header.audio_length)
     decoded = model.decode(**ClipCodes.decoder_inputs([clip], next(model.parameters()).device))
     return decoded.audio_values[0].float().cpu(), config.sampling_rate
@@ -424,12 +404,16 @@ def decompress_from_file(fo: BinaryIO | str | os.PathLike, **kwargs) -> tuple[to
 __all__ = [
     "DEFAULT_MODEL_REPOS",
     "EcdcHeader",
+    "OpenedEcdc",
+    "decode_lm_segment",
+    "encode_lm_segment",
     "compress",
     "compress_to_file",
     "decompress",
     "decompress_from_file",
     "ecdc_model_name",
     "load_model",
+    "open_ecdc",
     "read_header",
     "total_frames",
 ]

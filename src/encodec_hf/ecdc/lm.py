@@ -9,6 +9,12 @@ original (Meta's `encodec.model.LMModel`), which recomputes its whole past at ev
 computation here caches keys and values and still gives those bits; how, and everything the bits depend on
 (measured BLAS kernel choices, stacked weights, their cache key), lives in `lm_exact.py`.
 
+Threads: every public computation runs inside ``encodec_hf.threads.torch_threads(lm.num_threads)``, one torch
+thread by default (a frame is a few hundred small kernels), the caller's count restored afterwards. The bits depend
+on the thread count (`PlanKey`), so a fixed default also makes files compressed on one machine decode on another
+with a different core count; set ``lm.num_threads`` (or ``$ENCODEC_HF_NUM_THREADS``) to what the other side used to
+decode a file compressed with another count.
+
 The parameter names are those of the original checkpoint, so conversion copies tensors unchanged.
 """
 
@@ -22,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..threads import torch_threads
 from .arithmetic_coding import TOTAL_RANGE_BITS, build_stable_quantized_cdf
 from .lm_exact import EncodecLMState, ExactPlan, PlanKey
 
@@ -127,6 +134,7 @@ class EncodecLM(nn.Module):
         )
         self._plan: ExactPlan | None = None
         self.exact_recompute = False  # the original's recompute-everything kernels (for tests and benchmarks)
+        self.num_threads: int | None = None  # torch threads of every computation; None: encodec_hf.threads' default
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -143,11 +151,12 @@ class EncodecLM(nn.Module):
         if os.path.isdir(path):
             path = os.path.join(path, LM_WEIGHTS_NAME)
         elif not os.path.isfile(path):
-            from huggingface_hub import hf_hub_download
             from huggingface_hub.errors import EntryNotFoundError
 
-            try:
-                path = hf_hub_download(path, LM_WEIGHTS_NAME, **hub_kwargs)
+            from ..integrations.hub import hub_file
+
+            try:  # the cache when the Hub does not answer, as for the model (integrations.hub.load_model)
+                path = hub_file(path, LM_WEIGHTS_NAME, **hub_kwargs)
             except EntryNotFoundError as err:
                 raise FileNotFoundError(f"{path_or_repo} has no {LM_WEIGHTS_NAME}.") from err
         if not os.path.isfile(path):
@@ -211,12 +220,14 @@ class EncodecLM(nn.Module):
         if previous_codes is None:
             raise ValueError("Use step_first(num_codebooks, state) for the first frame of a segment.")
         codes = torch.as_tensor(previous_codes, dtype=torch.long).reshape(1, -1)
-        return self._frames_probas(codes + 1, state)[0]
+        with torch_threads(self.num_threads):
+            return self._frames_probas(codes + 1, state)[0]
 
     @torch.inference_mode()
     def step_first(self, num_codebooks: int, state: EncodecLMState) -> torch.Tensor:
         """Probabilities `[K, card]` for the first frame (all inputs "missing", index 0)."""
-        return self._frames_probas(torch.zeros(1, num_codebooks, dtype=torch.long), state)[0]
+        with torch_threads(self.num_threads):
+            return self._frames_probas(torch.zeros(1, num_codebooks, dtype=torch.long), state)[0]
 
     @torch.inference_mode()
     def frames_probas(self, codes: torch.Tensor, state: EncodecLMState) -> torch.Tensor:
@@ -252,7 +263,8 @@ class EncodecLM(nn.Module):
                 )
             first = 1 + previous.reshape(num_codebooks, 1)
         indices = torch.cat([first, 1 + codes[:, :-1]], dim=1).t()  # [F, K]
-        probas = self._frames_probas(indices, state)
+        with torch_threads(self.num_threads):
+            probas = self._frames_probas(indices, state)
         state.previous_codes = codes[:, -1].clone()
         return probas
 
@@ -268,13 +280,14 @@ class EncodecLM(nn.Module):
 
     def step_cdfs(self, previous_codes, state: EncodecLMState, num_codebooks: int | None = None) -> np.ndarray:
         """Quantized CDFs int64 `[K, card]` for the next frame (`previous_codes=None` for the first one)."""
-        if previous_codes is None:
-            if num_codebooks is None:
-                raise ValueError("num_codebooks is required for the first frame.")
-            probas = self.step_first(num_codebooks, state)
-        else:
-            probas = self.step(previous_codes, state)
-        return build_stable_quantized_cdf(probas, TOTAL_RANGE_BITS, check=False).cpu().numpy()
+        if previous_codes is None and num_codebooks is None:
+            raise ValueError("num_codebooks is required for the first frame.")
+        with torch_threads(self.num_threads):
+            if previous_codes is None:
+                probas = self.step_first(num_codebooks, state)
+            else:
+                probas = self.step(previous_codes, state)
+            return build_stable_quantized_cdf(probas, TOTAL_RANGE_BITS, check=False).cpu().numpy()
 
     def iter_cdfs(self, codes: torch.Tensor | np.ndarray, block_frames: int = 256):
         """Quantized CDFs of every frame of a segment whose codes `[K, F]` are known, a block at a time.
@@ -286,8 +299,10 @@ class EncodecLM(nn.Module):
         state = self.init_state()
         block_frames = max(1, min(block_frames, self.max_block_frames(state)))
         for start in range(0, codes.shape[1], block_frames):
-            probas = self.frames_probas(codes[:, start : start + block_frames], state)
-            yield build_stable_quantized_cdf(probas, TOTAL_RANGE_BITS, check=False).cpu().numpy()
+            with torch_threads(self.num_threads):  # per block: a generator must not hold a scope across its yields
+                probas = self.frames_probas(codes[:, start : start + block_frames], state)
+                cdfs = build_stable_quantized_cdf(probas, TOTAL_RANGE_BITS, check=False).cpu().numpy()
+            yield cdfs
 
     @torch.inference_mode()
     def forward(self, codes: torch.Tensor, state: EncodecLMState | None = None):

@@ -131,9 +131,9 @@ def _init_worker(device: str, threads: int | None) -> None:
 
 def _model(source: str):
     if source not in _MODELS:
-        from .. import EncodecModel
+        from ..integrations.hub import load_model
 
-        _MODELS[source] = EncodecModel.from_pretrained(source).to(_DEVICE).eval()
+        _MODELS[source] = load_model(source, _DEVICE)
     return _MODELS[source]
 
 
@@ -329,7 +329,7 @@ def resolve_models(
     Raises:
         ValueError: unknown `lm` choice; no bandwidth of `bandwidths` fits a model; `lm="only"` without LM.
     """
-    from .. import EncodecConfig
+    from ..integrations.hub import load_config
 
     if lm not in LM_CHOICES:
         raise ValueError(f"lm must be one of {LM_CHOICES}, got {lm!r}.")
@@ -338,7 +338,7 @@ def resolve_models(
     for source, name in zip(sources, names, strict=True):
         if names.count(name) > 1:
             name = source
-        config = EncodecConfig.from_pretrained(source)
+        config = load_config(source)  # a wrong path or no Hub fails here, before any clip is read
         chosen = tuple(
             config.target_bandwidths
             if bandwidths is None

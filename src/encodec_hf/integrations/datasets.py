@@ -8,7 +8,8 @@ Recipe (one machine; see the README for GPUs and clusters)::
     ds = load_dataset("my/dataset", split="train")
     ds = cast_audio_for_model(ds, "audio", sampling_rate=24_000)  # Audio(sampling_rate=..., decode=False)
     fn = EncodecMapFunction("facebook/encodec_24khz", bandwidth=6.0)
-    codes = ds.map(fn, batched=True, batch_size=16, num_proc=2, features=fn.features(ds), remove_columns=["audio"])
+    codes = ds.map(fn, batched=True, batch_size=16, num_proc=2, features=fn.features(ds), remove_columns=["audio"],
+                   with_indices=True)  # optional: errors then name the dataset row
 
 Why `decode=False`: `datasets` >= 4 decodes audio through torchcodec, which needs FFmpeg and has been
 reported to downmix stereo to mono (huggingface/datasets#8005). The column keeps its target
@@ -21,7 +22,7 @@ Output columns: `audio_codes` (`[N, K, F]` int16: chunks, codebooks, frames), `a
 float32, only for models with `normalize=True` such as 48 kHz) and `num_samples` (clip length at the
 model rate, needed to decode back to the exact length): the columns of `encodec_hf.codec.chunking.ClipCodes`.
 Batched results equal per-item results: `model.encode` with a `padding_mask` encodes every item of a batch at its
-own length, exactly as it would be encoded alone.
+own length, as it would be encoded alone (up to near-tie codes, docs/performance.md "What identical codes means").
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 from ..audio_io import convert_audio, read_audio
 from ..codec.chunking import ClipCodes
 from ..errors import AudioFileError, EncodecInputError
-from .hub import load_model
+from .hub import load_config, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -75,19 +76,20 @@ def codes_dtype(config) -> np.dtype:
     return np.dtype(np.int16) if config.codebook_size <= 2**15 else np.dtype(np.int32)
 
 
-def _check_clip(config, clip: np.ndarray, index: int) -> np.ndarray:
+def _check_clip(config, clip: np.ndarray, where: str) -> np.ndarray:
+    """`clip` as float32 `[C, T]`, or `EncodecInputError` naming it by `where` ("Clip 3", "Dataset row 1041")."""
     clip = np.asarray(clip)
     if clip.ndim == 1:
         clip = clip[None]
     if clip.ndim != 2 or clip.shape[0] != config.audio_channels:
         raise EncodecInputError(
-            f"Clip {index} has shape {tuple(clip.shape)}; this model expects [C, T] audio with "
+            f"{where} has shape {tuple(clip.shape)}; this model expects [C, T] audio with "
             f"C={config.audio_channels} channel(s)."
         )
     if clip.shape[1] == 0:
-        raise EncodecInputError(f"Clip {index} is empty (0 samples); drop empty clips before encoding.")
+        raise EncodecInputError(f"{where} is empty (0 samples); drop empty clips before encoding.")
     if not np.issubdtype(clip.dtype, np.floating):
-        raise EncodecInputError(f"Clip {index} has dtype {clip.dtype}; expected float samples in [-1, 1].")
+        raise EncodecInputError(f"{where} has dtype {clip.dtype}; expected float samples in [-1, 1].")
     return clip.astype(np.float32, copy=False)
 
 
@@ -110,7 +112,7 @@ def encode_clips(
 
     config = model.config
     bandwidth = config.resolve_bandwidth(bandwidth)
-    clips = [_check_clip(config, clip, i) for i, clip in enumerate(clips)]
+    clips = [_check_clip(config, clip, f"Clip {i}") for i, clip in enumerate(clips)]
     fe = feature_extractor if feature_extractor is not None else EncodecFeatureExtractor.for_config(config)
     # The feature extractor takes mono as [T] and stereo as [C, T]; its padding_mask marks each clip's length.
     raw = [clip[0] if config.audio_channels == 1 else clip for clip in clips]
@@ -241,7 +243,10 @@ class EncodecMapFunction:
             calling process, 1 in `num_proc` workers (more than 1 in a forked worker can deadlock in OpenMP;
             use the spawn start method if workers need several threads).
 
-    Call it as `fn(batch)` or, with `map(..., with_rank=True)`, `fn(batch, rank)`.
+    Call it as `fn(batch)`, or as `map` does with `with_indices=True` and / or `with_rank=True`:
+    `fn(batch, indices)`, `fn(batch, rank)`, `fn(batch, indices, rank)`. An error in a clip names its dataset row:
+    from `indices` (`with_indices=True`), else from a `row_index` column (the `encode-dataset` runner adds one),
+    else only its place in the batch.
     """
 
     def __init__(
@@ -255,9 +260,7 @@ class EncodecMapFunction:
     ):
         if isinstance(model, (str, os.PathLike)):
             self.model_name_or_path, self._model = os.fspath(model), None
-            from ..codec.configuration import EncodecConfig
-
-            self.config = EncodecConfig.from_pretrained(self.model_name_or_path)
+            self.config = load_config(self.model_name_or_path)  # a wrong path or no Hub fails here, at once
         else:
             self.model_name_or_path, self._model = None, model
             self.config = model.config
@@ -307,19 +310,38 @@ class EncodecMapFunction:
                 self._model = self._model.to(target)
         return self._model
 
-    def encode_batch(self, values: list[Any], rank: int | None = None) -> list[ClipCodes]:
-        """Decode, resample and encode a list of audio-column values."""
+    def encode_batch(
+        self, values: list[Any], rank: int | None = None, rows: list[int] | None = None
+    ) -> list[ClipCodes]:
+        """Decode, resample and encode a list of audio-column values; `rows` (their dataset row numbers) name
+        the clip in an error."""
         model = self.model_for(rank)
         clips = []
         for i, value in enumerate(values):
-            audio, rate = decode_audio_value(value)
-            clips.append(_to_model_audio(audio, rate, self.config, self.convert_channels, f"Row {i} of the batch"))
+            where = f"Dataset row {rows[i]}" if rows is not None else f"Item {i} of the batch"
+            try:
+                audio, rate = decode_audio_value(value)
+                clip = _to_model_audio(audio, rate, self.config, self.convert_channels, where)
+                clips.append(_check_clip(self.config, clip, where))
+            except EncodecInputError as err:
+                if str(err).startswith(where):
+                    raise
+                raise type(err)(f"{where}: {err}") from err
         return encode_clips(model, clips, self.bandwidth)
 
-    def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
+    def __call__(self, batch: dict[str, list], *indices_and_rank) -> dict[str, list]:
         if self.audio_column not in batch:
             raise KeyError(f"Audio column {self.audio_column!r} not in batch columns {list(batch)}.")
-        encoded = self.encode_batch(batch[self.audio_column], rank)
+        # map passes (indices), (rank) or (indices, rank): the indices are a list, the rank an int.
+        rows, rank = None, None
+        for extra in indices_and_rank:
+            if isinstance(extra, (list, tuple, range)):
+                rows = [int(i) for i in extra]
+            else:
+                rank = extra
+        if rows is None and "row_index" in batch:
+            rows = [int(i) for i in batch["row_index"]]
+        encoded = self.encode_batch(batch[self.audio_column], rank, rows)
         dtype = codes_dtype(self.config)
         out: dict[str, list] = {
             "audio_codes": [c.audio_codes.numpy().astype(dtype) for c in encoded],
@@ -374,6 +396,7 @@ def encode_audio_dataset(
         batch_size=batch_size,
         num_proc=num_proc,
         with_rank=multi or use_cuda,
+        with_indices=True,  # an error names the dataset row, not the place in a worker's batch
         features=features,
         remove_columns=[] if keep_audio else [audio_column],
     )

@@ -160,8 +160,8 @@ def encode_file(
 
     The audio is read ``block_size`` samples at a time (default: one second), pushed through
     :func:`streaming_encoder` and the codes are appended to ``output_path`` as they come, so the result is the
-    same as ``model.encode`` of the whole file (identical codes) while only one block, one chunk and the stream
-    state are in memory.
+    same as ``model.encode`` of the whole file (the same codes up to near-ties, see `StreamingEncoder`) while
+    only one block, one chunk and the stream state are in memory.
 
     Codes file layout (little-endian; version 1)::
 

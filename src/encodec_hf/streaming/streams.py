@@ -37,6 +37,7 @@ from ..codec.chunking import ChunkLayout, blend_dtype, overlap_add_window
 from ..codec.conv import time_cat
 from ..codec.seanet import stream_check, stream_flush, stream_init, stream_step
 from ..errors import EncodecInputError, StreamClosedError, StreamingNotSupportedError
+from ..threads import SMALL_OP_THREADS, torch_threads
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -169,9 +170,12 @@ def _check_code_block(model, codes, batch_size: int | None, num_codebooks: int |
 
 
 class _Stream:
-    """Lifecycle shared by the stream classes: closed / broken flags, context manager, guarded updates."""
+    """Lifecycle shared by the stream classes: closed / broken flags, context manager, guarded updates (each inside
+    ``encodec_hf.threads.torch_threads``: one torch thread for frame streams, the process's count for chunk ones)."""
 
     state: EncoderStreamState | DecoderStreamState
+    num_threads: int | None = None
+    _default_threads: int | None = SMALL_OP_THREADS
 
     def __enter__(self):
         return self
@@ -197,12 +201,12 @@ class _Stream:
 
     def _guarded(self, fn, *args):
         """Runs a state update; an exception midway marks the stream broken (inputs were validated before)."""
-        try:
-            with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.num_threads, self._default_threads):
+            try:
                 return fn(*args)
-        except Exception:
-            self.state.broken = True
-            raise
+            except Exception:
+                self.state.broken = True
+                raise
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -215,6 +219,8 @@ class StreamingEncoder(_Stream):
         model: an :class:`~encodec_hf.EncodecModel` with causal convolutions, weight norm and no chunking
             (``facebook/encodec_24khz``).
         bandwidth: kbps, one of ``config.target_bandwidths``; defaults to the lowest, as ``encode`` does.
+        num_threads: torch threads for each push / flush; default one (``encodec_hf.threads``), the caller's count
+            restored after each call.
 
     Example:
 
@@ -230,13 +236,15 @@ class StreamingEncoder(_Stream):
     returned, except during the start-up stall (the reflect left padding of the latent-rate convolution needs
     ``last_kernel_size`` frames: the first codes come once 7 frames are in, then one per frame). ``flush()``
     returns the remaining frames, including the last partial frame, which the offline ``encode`` computes from
-    right-padded audio: so the codes of push + flush are identical to ``model.encode(whole)`` for every length.
+    right-padded audio: so the codes of push + flush are ``model.encode(whole)``'s for every length, up to
+    near-ties (the steps round the latents differently: docs/performance.md, "What identical codes means").
     """
 
     unit = "frame"
 
-    def __init__(self, model, bandwidth: float | None = None) -> None:
+    def __init__(self, model, bandwidth: float | None = None, num_threads: int | None = None) -> None:
         config = model.config
+        self.num_threads = num_threads
         if config.chunk_length is not None:
             raise StreamingNotSupportedError(
                 "This model splits audio into chunks; stream it per chunk with ChunkStreamingEncoder "
@@ -316,8 +324,9 @@ class StreamingDecoder(_Stream):
 
     unit = "frame"
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, num_threads: int | None = None) -> None:
         config = model.config
+        self.num_threads = num_threads
         if config.chunk_length is not None:
             raise StreamingNotSupportedError(
                 "This model splits audio into chunks; stream it per chunk with ChunkStreamingDecoder "
@@ -426,15 +435,18 @@ class ChunkStreamingEncoder(_Stream):
 
     Push blocks of any size; each push returns the list of :class:`EncodedChunk` completed by it (a chunk is
     complete once ``chunk_length`` samples from its start are in). ``flush()`` returns the trailing, shorter
-    chunks. Chunks are encoded exactly as ``model.encode`` encodes them (same spans, same per-chunk RMS scale),
-    so the codes and scales are identical to offline encoding of the whole signal: chunk ``k`` of the stream is
-    ``encode(x).audio_codes[k]`` (without the zero frames that pad shorter chunks there).
+    chunks. Chunks are encoded as ``model.encode`` encodes them (same spans, same per-chunk RMS scale, the same
+    layers), so chunk ``k`` of the stream is ``encode(x).audio_codes[k]`` (without the zero frames that pad shorter
+    chunks there): scales bit-identical, codes identical in every measurement but, since ``encode`` runs full
+    chunks as one batch and the stream one at a time, guaranteed only up to near-ties (docs/performance.md).
     """
 
     unit = "chunk"
+    _default_threads = None  # whole 1 s chunks through the offline model: not small kernels
 
-    def __init__(self, model, bandwidth: float | None = None) -> None:
+    def __init__(self, model, bandwidth: float | None = None, num_threads: int | None = None) -> None:
         config = model.config
+        self.num_threads = num_threads
         if config.chunk_length is None:
             raise StreamingNotSupportedError(
                 "This model does not split audio into chunks; use StreamingEncoder (frame by frame) for causal models."
@@ -514,9 +526,11 @@ class ChunkStreamingDecoder(_Stream):
     """
 
     unit = "chunk"
+    _default_threads = None
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, num_threads: int | None = None) -> None:
         config = model.config
+        self.num_threads = num_threads
         if config.chunk_length is None:
             raise StreamingNotSupportedError(
                 "This model does not split audio into chunks; use StreamingDecoder (frame by frame)."
@@ -586,15 +600,15 @@ class ChunkStreamingDecoder(_Stream):
         return out
 
 
-def streaming_encoder(model, bandwidth: float | None = None) -> StreamingEncoder | ChunkStreamingEncoder:
+def streaming_encoder(
+    model, bandwidth: float | None = None, num_threads: int | None = None
+) -> StreamingEncoder | ChunkStreamingEncoder:
     """The streaming encoder for ``model``: frame-level for causal unchunked models, chunk-level for chunked ones."""
-    if model.config.chunk_length is not None:
-        return ChunkStreamingEncoder(model, bandwidth)
-    return StreamingEncoder(model, bandwidth)
+    cls = ChunkStreamingEncoder if model.config.chunk_length is not None else StreamingEncoder
+    return cls(model, bandwidth, num_threads)
 
 
-def streaming_decoder(model) -> StreamingDecoder | ChunkStreamingDecoder:
+def streaming_decoder(model, num_threads: int | None = None) -> StreamingDecoder | ChunkStreamingDecoder:
     """The streaming decoder matching :func:`streaming_encoder`."""
-    if model.config.chunk_length is not None:
-        return ChunkStreamingDecoder(model)
-    return StreamingDecoder(model)
+    cls = ChunkStreamingDecoder if model.config.chunk_length is not None else StreamingDecoder
+    return cls(model, num_threads)
