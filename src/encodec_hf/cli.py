@@ -72,32 +72,10 @@ def _progress(total: int, description: str) -> Iterator[Callable[[int], None] | 
         yield bar.update
 
 
-@contextlib.contextmanager
-def _quiet_model_loading() -> Iterator[None]:
-    """Hides transformers' own "Loading weights" bar while we load a model (our bars are the command's); Hub
-    download bars keep their setting. The previous state is restored afterwards."""
-    import huggingface_hub.utils as hub_utils
-    from transformers.utils import logging as transformers_logging
-
-    bars_were_on = transformers_logging.is_progress_bar_enabled()
-    downloads_were_off = hub_utils.are_progress_bars_disabled()
-    transformers_logging.disable_progress_bar()  # also turns off huggingface_hub's bars ...
-    if not downloads_were_off:
-        hub_utils.enable_progress_bars()  # ... which show downloads: keep them
-    try:
-        yield
-    finally:
-        if bars_were_on:
-            transformers_logging.enable_progress_bar()
-        if downloads_were_off:
-            hub_utils.disable_progress_bars()
-
-
 def _load_model(name: str, device: str):
     from .integrations.hub import load_model
 
-    with _quiet_model_loading():
-        return load_model(name, device)
+    return load_model(name, device)
 
 
 def _duration(seconds: float) -> str:
