@@ -72,6 +72,14 @@ def _progress(total: int, description: str) -> Iterator[Callable[[int], None] | 
         yield bar.update
 
 
+def _check_model_path(name: str | None) -> None:
+    """A `--model` that is a path must be a model folder (`ModelNotFoundError` otherwise); imports no torch."""
+    from .integrations.hub import check_model_folder, looks_like_path
+
+    if name is not None and looks_like_path(name):
+        check_model_folder(name)
+
+
 def _load_model(name: str, device: str):
     from .integrations.hub import load_model
 
@@ -131,6 +139,7 @@ def run_compress(args: argparse.Namespace) -> int:
     cannot stream is run on the whole file."""
     import time
 
+    _check_model_path(args.model)  # before torch's seconds of import: a mistyped folder is known at once
     import torch
 
     from .audio_io import audio_info
@@ -231,6 +240,8 @@ def _add_decompress_arguments(parser: argparse.ArgumentParser) -> None:
 def run_decompress(args: argparse.Namespace) -> int:
     """Streams the `.ecdc` file's codes through the model into the audio file (bounded memory, docs/ecdc.md)."""
     import time
+
+    _check_model_path(args.model)
 
     from .ecdc import container as ecdc
 
