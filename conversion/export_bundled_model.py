@@ -2,7 +2,7 @@
 
 Usage::
 
-    python conversion/export_bundled_model.py /work/ship_run/train [--out src/encodec_hf/assets/encodec_hf_small_24khz]
+    python conversion/export_bundled_model.py runs/encodec_hf_small_24khz/checkpoints/step_XXXXXXXX [--out DIR]
 
 RUN is an `encodec-hf train` output folder (its exported `config.json` + `model.safetensors`, written at every
 checkpoint) or one of its `checkpoints/step_*` folders. The export keeps what inference needs: `config.json` (with
