@@ -1,12 +1,13 @@
-# Every target installs what it needs into .venv on first use: `demo` and `install` the runtime only (torch and
-# install_requires), `test`, `lint`, `bench` and `eval` the test extras and Meta's reference package as well.
+# Every target installs what it needs into .venv on first use: `install` the runtime only (torch and
+# install_requires), `demo` the runtime and ViSQOL, `test`, `lint`, `bench` and `eval` the test extras and Meta's
+# reference package as well.
 PY ?= python3
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
-MODEL ?= facebook/encodec_24khz
 
 .PHONY: install test lint demo bench eval clean
 
@@ -18,6 +19,12 @@ $(RUNTIME_STAMP): setup.py | $(PYTHON)
 # torch first and pinned: an unpinned torch pulled in by a dependency would fetch a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e .
+	touch $@
+
+# The demo's ViSQOL (visqol-python; its libsvm dependency compiles with a C compiler): without one the demo still
+# runs and says how to get it.
+$(DEMO_STAMP): $(RUNTIME_STAMP) setup.py
+	$(PIP) install -q -e ".[demo]" || echo "ViSQOL not installed (visqol-python needs a C compiler): the demo reports SI-SNR"
 	touch $@
 
 $(TEST_STAMP): $(RUNTIME_STAMP) setup.py
@@ -36,8 +43,9 @@ lint: $(TEST_STAMP)
 	$(PYTHON) -m ruff check src tests conversion benchmarks
 	$(PYTHON) -m ruff format --check src tests conversion benchmarks
 
-demo: $(RUNTIME_STAMP)
-	$(PYTHON) -m encodec_hf.demo --model $(MODEL) --output demo_out/decoded.wav
+# MODEL= a folder or Hub id; without one: facebook/encodec_24khz where it loads, else the bundled model.
+demo: $(DEMO_STAMP)
+	$(PYTHON) -m encodec_hf.demo --output demo_out/decoded.wav $(if $(MODEL),--model $(MODEL))
 
 bench: $(TEST_STAMP)
 	$(PYTHON) benchmarks/bench_codec.py
@@ -47,7 +55,7 @@ bench: $(TEST_STAMP)
 EVAL_AUDIO ?= ../shared/audio
 CONTENT ?= music
 eval: $(TEST_STAMP)
-	$(PYTHON) benchmarks/run_eval.py --audio $(EVAL_AUDIO) --content $(CONTENT) --report eval_out $(if $(filter file,$(origin MODEL)),,--model $(MODEL))
+	$(PYTHON) benchmarks/run_eval.py --audio $(EVAL_AUDIO) --content $(CONTENT) --report eval_out $(if $(MODEL),--model $(MODEL))
 
 clean:
 	rm -rf $(VENV) demo_out bench_out eval_out .pytest_cache

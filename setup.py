@@ -9,6 +9,7 @@ ROOT = Path(__file__).parent
 ONNX = ["onnx>=1.16", "onnxruntime>=1.18"]
 TRAIN = ["accelerate>=1.0", "pyyaml>=6.0"]
 PESQ = ["pesq>=0.0.4"]
+DEMO = ["visqol-python[lattice]>=3.8"]  # make demo's ViSQOL (speech mode)
 EVAL = ["visqol-python[lattice,accel]>=3.8", "pystoi>=0.4", "matplotlib>=3.7", "scipy>=1.10"]
 
 setup(
@@ -20,7 +21,8 @@ setup(
     license="MIT",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"encodec_hf": ["assets/*.wav", "assets/*.md"]},
+    # The bundled model (encodec_hf.bundled): weights, configs, model card and its plots.
+    package_data={"encodec_hf": ["assets/*.wav", "assets/*.md", "assets/encodec_hf_small_24khz/*"]},
     python_requires=">=3.10",
     # Lower bounds only: transformers 5 is where PreTrainedConfig became a dataclass and the
     # weight_g/weight_v -> parametrizations renaming moved into the loader, both of which we rely on.
@@ -43,9 +45,10 @@ setup(
         # (visqol-python's libsvm-official dependency compiles with gcc), STOI, plots, Student-t intervals.
         # The Opus baseline also needs Debian's opus-tools (apt-get install opus-tools).
         "eval": EVAL,
+        "demo": DEMO,
         # PESQ compiles from source (gcc); optional because not every machine has a compiler.
         "pesq": PESQ,
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "einops>=0.6"] + ONNX + TRAIN + EVAL + PESQ,
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "einops>=0.6"] + ONNX + TRAIN + EVAL + DEMO + PESQ,
     },
     entry_points={"console_scripts": ["encodec-hf=encodec_hf.cli:main"]},
 )

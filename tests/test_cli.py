@@ -232,6 +232,26 @@ def test_help_and_version_answer_without_torch():
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_a_mistyped_model_folder_is_reported_before_torch_loads(tmp_path, command):
+    import os
+
+    source = tmp_path / ("in.wav" if command == "compress" else "in.ecdc")
+    source.write_bytes(b"not read: the model path is checked first")
+    env = {**os.environ, "PYTHONPATH": str(cli.Path(cli.__file__).parents[1])}
+    missing = tmp_path / "no_such_model"
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "encodec_hf", command, str(source), "--model", str(missing)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert f"error: Model folder {missing} does not exist" in result.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+    assert not imported & set(HEAVY_MODULES)
+
+
 def test_version(capsys):
     import encodec_hf
 

@@ -219,6 +219,11 @@ def test_gradient_accumulation_and_bf16_run(clips, tmp_path):
         ({"model": {"trainable": "decoder"}}, "model.pretrained"),
         ({"model": {"config": {"codebook_size": 3}}}, "model.config"),
         ({"run": {"mixed_precision": "fp8"}}, "run.mixed_precision"),
+        ({"model": {"weight_init": "xavier"}}, "model.weight_init"),
+        ({"model": {"pretrained": "some/model", "weight_init": "variance_preserving"}}, "model.weight_init"),
+        ({"codebook": {"dead_code_threshold": -1.0}}, "codebook.dead_code_threshold"),
+        ({"codebook": {"ema_decay": 1.0}}, "codebook.ema_decay"),
+        ({"losses": {"time_loss": "l3"}}, "losses.time_loss"),
     ],
 )
 def test_bad_configs_fail_before_any_step(clips, tmp_path, change, message):

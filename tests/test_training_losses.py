@@ -16,7 +16,22 @@ from encodec_hf.training.losses import (
     feature_matching_loss,
     generator_adversarial_loss,
     time_l1_loss,
+    time_relative_mse_loss,
 )
+
+
+def test_time_relative_mse_is_the_error_energy_over_the_target_energy():
+    x, y = torch.randn(2, 1, 50), torch.randn(2, 1, 50)
+    expected = ((x - y) ** 2).sum() / (y**2).sum()
+    assert time_relative_mse_loss(x, y).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert time_relative_mse_loss(torch.zeros_like(y), y).item() == pytest.approx(1.0)  # silence scores 1
+    assert time_relative_mse_loss(y, y).item() == 0.0
+    assert time_relative_mse_loss(3 * x, 3 * y).item() == pytest.approx(expected.item(), rel=1e-5)  # scale-free
+    decoded = torch.zeros_like(y, requires_grad=True)
+    time_relative_mse_loss(decoded, y).backward()
+    torch.testing.assert_close(decoded.grad, -2 * y / (y**2).sum())  # proportional to the error, unlike L1
+    with pytest.raises(EncodecInputError, match="differ in shape"):
+        time_relative_mse_loss(x, y[..., :49])
 
 
 def test_time_l1_is_the_mean_absolute_error():

@@ -72,32 +72,18 @@ def _progress(total: int, description: str) -> Iterator[Callable[[int], None] | 
         yield bar.update
 
 
-@contextlib.contextmanager
-def _quiet_model_loading() -> Iterator[None]:
-    """Hides transformers' own "Loading weights" bar while we load a model (our bars are the command's); Hub
-    download bars keep their setting. The previous state is restored afterwards."""
-    import huggingface_hub.utils as hub_utils
-    from transformers.utils import logging as transformers_logging
+def _check_model_path(name: str | None) -> None:
+    """A `--model` that is a path must be a model folder (`ModelNotFoundError` otherwise); imports no torch."""
+    from .integrations.hub import check_model_folder, looks_like_path
 
-    bars_were_on = transformers_logging.is_progress_bar_enabled()
-    downloads_were_off = hub_utils.are_progress_bars_disabled()
-    transformers_logging.disable_progress_bar()  # also turns off huggingface_hub's bars ...
-    if not downloads_were_off:
-        hub_utils.enable_progress_bars()  # ... which show downloads: keep them
-    try:
-        yield
-    finally:
-        if bars_were_on:
-            transformers_logging.enable_progress_bar()
-        if downloads_were_off:
-            hub_utils.disable_progress_bars()
+    if name is not None and looks_like_path(name):
+        check_model_folder(name)
 
 
 def _load_model(name: str, device: str):
     from .integrations.hub import load_model
 
-    with _quiet_model_loading():
-        return load_model(name, device)
+    return load_model(name, device)
 
 
 def _duration(seconds: float) -> str:
@@ -153,6 +139,7 @@ def run_compress(args: argparse.Namespace) -> int:
     cannot stream is run on the whole file."""
     import time
 
+    _check_model_path(args.model)  # before torch's seconds of import: a mistyped folder is known at once
     import torch
 
     from .audio_io import audio_info
@@ -253,6 +240,8 @@ def _add_decompress_arguments(parser: argparse.ArgumentParser) -> None:
 def run_decompress(args: argparse.Namespace) -> int:
     """Streams the `.ecdc` file's codes through the model into the audio file (bounded memory, docs/ecdc.md)."""
     import time
+
+    _check_model_path(args.model)
 
     from .ecdc import container as ecdc
 

@@ -10,7 +10,8 @@ from [`EncodecLM`], restarted (fresh state, fresh coder) at every chunk.
 The model name in the header comes from the model's config: `config.ecdc_model_name` (written by
 `conversion/convert_original_checkpoint.py`), else inferred from the sampling rate and channels of Meta's
 two codecs (24 kHz mono -> "encodec_24khz", 48 kHz stereo -> "encodec_48khz"); other models have no
-`.ecdc` name and are refused, as the original refuses them.
+`.ecdc` name and are refused, as the original refuses them. One name is this package's own: the bundled
+"encodec_hf_small_24khz" (`encodec_hf.bundled`), which Meta's package cannot decode.
 
 Every field of an untrusted file is validated before any model runs, against the size of the data, so a
 forged header cannot make decoding allocate or loop without bound.
@@ -31,6 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from ..bundled import BUNDLED_MODEL_DIR, BUNDLED_MODEL_NAME
 from ..codec.chunking import ChunkLayout, ClipCodes
 from ..errors import EcdcFormatError, EncodecInputError, HubUnreachableError, MissingLMError
 from ..integrations.hub import load_model
@@ -44,9 +46,13 @@ logger = logging.getLogger(__name__)
 MAGIC = b"ECDC"
 VERSION = 0
 _HEADER = struct.Struct("!4sBI")
-ECDC_MODEL_NAMES = ("encodec_24khz", "encodec_48khz")
-# Where `decompress` finds a model when none is given (Hub repositories of the same weights).
-DEFAULT_MODEL_REPOS = {"encodec_24khz": "facebook/encodec_24khz", "encodec_48khz": "facebook/encodec_48khz"}
+ECDC_MODEL_NAMES = ("encodec_24khz", "encodec_48khz", BUNDLED_MODEL_NAME)
+# Where `decompress` finds a model when none is given (Hub repositories of the same weights, the bundled folder).
+DEFAULT_MODEL_REPOS = {
+    "encodec_24khz": "facebook/encodec_24khz",
+    "encodec_48khz": "facebook/encodec_48khz",
+    BUNDLED_MODEL_NAME: str(BUNDLED_MODEL_DIR),
+}
 # A header may not claim more audio than this (samples per channel at the model rate): a bound on work.
 MAX_DURATION_S = 6 * 3600
 # An arithmetic-coded symbol costs at least -log2(1 - 2 * (card - 1) / 2**24) bits (the widest possible

@@ -28,8 +28,11 @@ is missing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -181,8 +184,23 @@ def _visqol_api(mode: str):
 
     logging.getLogger("visqol").setLevel(logging.ERROR)  # its lattice-runtime notice is not per clip news
     api = VisqolApi()
-    api.create(mode=mode)
+    with _native_stderr_silenced():  # the TFLite runtime of the speech model prints an INFO line from C++
+        api.create(mode=mode)
     return api
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Points file descriptor 2 at /dev/null for the block (output written by native code bypasses Python)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def visqol(estimate, reference, sampling_rate: int, mode: str = "audio") -> float:

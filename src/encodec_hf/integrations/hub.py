@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,27 @@ WEIGHT_FILES = (
 HUB_PROBE_TIMEOUT_S = 4.0
 
 
+@contextlib.contextmanager
+def quiet_weight_loading() -> Iterator[None]:
+    """Hides transformers' own "Loading weights" bar while a model loads (the CLI, the demo and the server print
+    their own progress); Hub download bars keep their setting. The previous state is restored afterwards."""
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    bars_were_on = transformers_logging.is_progress_bar_enabled()
+    downloads_were_off = hub_utils.are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()  # also turns off huggingface_hub's bars ...
+    if not downloads_were_off:
+        hub_utils.enable_progress_bars()  # ... which show downloads: keep them
+    try:
+        yield
+    finally:
+        if bars_were_on:
+            transformers_logging.enable_progress_bar()
+        if downloads_were_off:
+            hub_utils.disable_progress_bars()
+
+
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs):
     """`EncodecModel.from_pretrained(name_or_path, **kwargs)` in eval mode on `device`: a Hub repository id or a
     local folder (``config.json`` + weights). The command line, ``compress`` / ``decompress``, the demo, the
@@ -79,10 +101,11 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     from ..codec.modeling import EncodecModel
 
     source = os.fspath(name_or_path)
-    if looks_like_path(source):
-        model = EncodecModel.from_pretrained(os.fspath(check_model_folder(source)), **kwargs)
-    else:
-        model = EncodecModel.from_pretrained(source, **_hub_kwargs(source, kwargs))
+    with quiet_weight_loading():
+        if looks_like_path(source):
+            model = EncodecModel.from_pretrained(os.fspath(check_model_folder(source)), **kwargs)
+        else:
+            model = EncodecModel.from_pretrained(source, **_hub_kwargs(source, kwargs))
     return model.to(device).eval()
 
 

@@ -22,6 +22,7 @@ from .losses import (
     feature_matching_loss,
     generator_adversarial_loss,
     time_l1_loss,
+    time_relative_mse_loss,
 )
 from .trainer import CodecForTraining, Trainer, WeightsEMA, build_model, train
 
@@ -50,5 +51,6 @@ __all__ = [
     "num_quantizers_for_step",
     "save_config",
     "time_l1_loss",
+    "time_relative_mse_loss",
     "train",
 ]

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainingConfigError
+from .initialization import WEIGHT_INITS
 
 PRESETS = ("24khz", "48khz", "32khz")
 TRAINABLE = ("all", "decoder")
+TIME_LOSSES = ("l1", "mse")
 MIXED_PRECISION = ("no", "bf16")
 
 
@@ -38,6 +40,7 @@ class ModelConfig:
     preset: str = "24khz"  # architecture when training from scratch (ignored with `pretrained`)
     config: dict[str, Any] = field(default_factory=dict)  # EncodecConfig overrides for a from-scratch model
     trainable: str = "all"  # "all", or "decoder": encoder and codebooks frozen, so codes stay valid
+    weight_init: str = "torch"  # from scratch: "torch" (the layers' own, as Meta) or "variance_preserving"
 
 
 @dataclass
@@ -64,6 +67,17 @@ class OptimConfig:
 
 
 @dataclass
+class CodebookConfig:
+    """Codebook learning (EMA k-means). A code whose EMA usage count falls below ``dead_code_threshold`` gets a
+    vector of the current batch. The paper's 2 suits its 4,800 frames per step (about 4.7 per code of 1024); a
+    batch of B x S seconds at 75 frames/s gives each code 75 B S / 1024 on average, so a small batch needs a
+    proportionally smaller threshold, or every code is replaced at every step."""
+
+    dead_code_threshold: float = 2.0
+    ema_decay: float = 0.99
+
+
+@dataclass
 class DiscriminatorConfig:
     """The MS-STFT adversary and its own Adam."""
 
@@ -81,6 +95,7 @@ class LossConfig:
     """Loss weights lambda_* and the multi-scale mel loss' windows 2^min_exponent..2^max_exponent."""
 
     t: float = 0.1
+    time_loss: str = "l1"  # l_t: "l1" (the paper) or "mse" (squared error over the target's energy)
     f: float = 1.0
     g: float = 3.0
     feat: float = 3.0
@@ -122,6 +137,7 @@ class TrainingConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     balancer: BalancerConfig = field(default_factory=BalancerConfig)
@@ -145,6 +161,16 @@ class TrainingConfig:
         m, d, o, disc, r = self.model, self.data, self.optim, self.discriminator, self.run
         _require(m.pretrained is not None or m.preset in PRESETS, "model.preset", f"one of {PRESETS}", m.preset)
         _require(m.trainable in TRAINABLE, "model.trainable", f"one of {TRAINABLE}", m.trainable)
+        _require(m.weight_init in WEIGHT_INITS, "model.weight_init", f"one of {WEIGHT_INITS}", m.weight_init)
+        _require(
+            m.weight_init == "torch" or m.pretrained is None,
+            "model.weight_init",
+            "'torch' with model.pretrained (initialisation applies to from-scratch models)",
+            m.weight_init,
+        )
+        cb = self.codebook
+        _require(cb.dead_code_threshold >= 0, "codebook.dead_code_threshold", ">= 0", cb.dead_code_threshold)
+        _require(0 < cb.ema_decay < 1, "codebook.ema_decay", "in (0, 1)", cb.ema_decay)
         _require(
             m.trainable == "all" or m.pretrained is not None,
             "model.trainable",
@@ -167,6 +193,9 @@ class TrainingConfig:
         _require(0 <= disc.update_prob <= 1, "discriminator.update_prob", "in [0, 1]", disc.update_prob)
         _require(disc.warmup_steps >= 0, "discriminator.warmup_steps", ">= 0", disc.warmup_steps)
         _require(len(disc.n_ffts) > 0 and min(disc.n_ffts) >= 4, "discriminator.n_ffts", "windows >= 4", disc.n_ffts)
+        _require(
+            self.losses.time_loss in TIME_LOSSES, "losses.time_loss", f"one of {TIME_LOSSES}", self.losses.time_loss
+        )
         for key in ("t", "f", "g", "feat", "w"):
             value = getattr(self.losses, key)
             _require(value >= 0 and math.isfinite(value), f"losses.{key}", ">= 0", value)

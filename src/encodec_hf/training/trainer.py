@@ -36,14 +36,16 @@ from ..errors import TrainingConfigError
 from . import checkpoint as ckpt
 from .balancer import Balancer
 from .codebook import TrainingQuantizer, num_quantizers_for_step
-from .config import TrainingConfig, save_config
+from .config import CodebookConfig, TrainingConfig, save_config
 from .discriminator import MultiScaleSTFTDiscriminator
+from .initialization import initialize_weights
 from .losses import (
     MultiScaleMelLoss,
     discriminator_adversarial_loss,
     feature_matching_loss,
     generator_adversarial_loss,
     time_l1_loss,
+    time_relative_mse_loss,
 )
 
 logger = logging.getLogger(__name__)
@@ -65,11 +67,20 @@ class _AddLoss(torch.autograd.Function):
 class CodecForTraining(nn.Module):
     """Wraps an ``EncodecModel`` for training: audio `[B, C, T]` -> (decoded `[B, C, T]`, commitment loss)."""
 
-    def __init__(self, model: nn.Module, train_encoder: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self, model: nn.Module, train_encoder: bool = True, seed: int = 0, codebook: CodebookConfig | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.train_encoder = train_encoder
-        self.quantizer = TrainingQuantizer(model.quantizer, learn_codebooks=train_encoder, seed=seed)
+        codebook = codebook or CodebookConfig()
+        self.quantizer = TrainingQuantizer(
+            model.quantizer,
+            decay=codebook.ema_decay,
+            dead_code_threshold=codebook.dead_code_threshold,
+            learn_codebooks=train_encoder,
+            seed=seed,
+        )
 
     def forward(self, audio: torch.Tensor, num_quantizers: int) -> tuple[torch.Tensor, torch.Tensor]:
         scale = None
@@ -126,7 +137,9 @@ def build_model(config: TrainingConfig):
     except (TypeError, ValueError) as err:
         raise TrainingConfigError(f"model.config does not give a valid EncodecConfig: {err}") from err
     # A fresh model's codebooks are zero with inited = 0, so each one is set by k-means on the first batch using it.
-    return EncodecModel(model_config)
+    model = EncodecModel(model_config)
+    initialize_weights(model, m.weight_init, torch.Generator().manual_seed(config.run.seed))
+    return model
 
 
 class Trainer:
@@ -202,7 +215,7 @@ class Trainer:
         train_encoder = c.model.trainable == "all"
         if not train_encoder:
             self.model.encoder.requires_grad_(False)
-        self.codec = CodecForTraining(self.model, train_encoder=train_encoder, seed=c.run.seed)
+        self.codec = CodecForTraining(self.model, train_encoder=train_encoder, seed=c.run.seed, codebook=c.codebook)
         self._quantizer_rng = self.codec.quantizer.generator
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt_g = torch.optim.Adam(params, lr=c.optim.lr, betas=c.optim.betas, weight_decay=c.optim.weight_decay)
@@ -266,7 +279,8 @@ class Trainer:
             train_encoder = self.config.model.trainable == "all"
             if train_encoder and c.losses.w > 0:
                 decoded = _AddLoss.apply(decoded, c.losses.w * commitment)
-            losses = {"time": time_l1_loss(decoded, audio), "mel": self.mel_loss(decoded, audio)}
+            time_loss = time_relative_mse_loss if c.losses.time_loss == "mse" else time_l1_loss
+            losses = {"time": time_loss(decoded, audio), "mel": self.mel_loss(decoded, audio)}
             if self.adversarial and not warm:
                 discriminator = acc.unwrap_model(self.discriminator)
                 with self._autocast():
