@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from encodec_hf import EncodecFeatureExtractor, EncodecModel  # noqa: E402
+from encodec_hf import EncodecModel  # noqa: E402
 from encodec_hf.bundled import BUNDLED_MODEL_NAME  # noqa: E402
 
 MAX_NUMBERS = 5_000_000
@@ -52,13 +52,6 @@ def export(run: Path, out: Path) -> dict[str, float]:
         raise SystemExit(f"{numbers:,} numbers in the state dict: over the {MAX_NUMBERS:,} limit.")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    config = model.config
-    EncodecFeatureExtractor(
-        feature_size=config.audio_channels,
-        sampling_rate=config.sampling_rate,
-        chunk_length_s=config.chunk_length_s,
-        overlap=config.overlap,
-    ).save_pretrained(out)
     for folder in (run, run.parent.parent):  # the run folder, or the run of a checkpoints/step_* folder
         if (folder / "training_config.yaml").is_file():
             shutil.copyfile(folder / "training_config.yaml", out / "training_config.yaml")

@@ -109,7 +109,6 @@ def export_model(model, discriminator, discriminator_config: dict[str, Any], fol
     from safetensors.torch import save_file
     from transformers.utils import logging as hf_logging
 
-    from .. import EncodecFeatureExtractor
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -120,13 +119,6 @@ def export_model(model, discriminator, discriminator_config: dict[str, Any], fol
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    config = model.config
-    EncodecFeatureExtractor(
-        feature_size=config.audio_channels,
-        sampling_rate=config.sampling_rate,
-        chunk_length_s=config.chunk_length_s,
-        overlap=config.overlap,
-    ).save_pretrained(folder)
     weights = {k: v.detach().cpu().contiguous() for k, v in discriminator.state_dict().items()}
     save_file(weights, folder / DISCRIMINATOR_WEIGHTS)
     (folder / DISCRIMINATOR_CONFIG).write_text(json.dumps(discriminator_config, indent=2) + "\n", encoding="utf-8")
