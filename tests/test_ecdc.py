@@ -152,10 +152,14 @@ def test_random_bytes_raise_only_format_errors(pairs, data):
 @pytest.fixture(scope="module")
 def real_files(pairs):
     out = {}
-    for name, pair in pairs.items():
-        x = _audio(pair, 0.15 if name == "encodec_24khz" else 1.02, seed=7)
-        out[(name, False)] = encodec_hf.compress(pair.model, x)
-        out[(name, True)] = encodec_hf.compress(pair.model, x, use_lm=True)
+    # A module fixture is built before the autouse one above sets the LM's threads: set them here too, or these
+    # files would be written at one thread and decoded at the process's count (different LM bits).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ENCODEC_HF_NUM_THREADS", "inherit")
+        for name, pair in pairs.items():
+            x = _audio(pair, 0.15 if name == "encodec_24khz" else 1.02, seed=7)
+            out[(name, False)] = encodec_hf.compress(pair.model, x)
+            out[(name, True)] = encodec_hf.compress(pair.model, x, use_lm=True)
     return out
 
 
